@@ -1,0 +1,77 @@
+// The `noop` chunnel: passes messages through unchanged, but reads every byte of each one (a
+// 64-bit fold), so that a stack of k noops costs what k real, data-touching chunnels would.
+// It is the yardstick of the framework's own overhead (selftests/bench/stack_overhead).
+#pragma once
+
+#include "bertha/buffer.hpp"
+#include "bertha/chunnel.hpp"
+
+#include <cstring>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace bertha::noop {
+
+// Fold every byte of `b` into a 64-bit value: 8 bytes per step, then the tail.
+inline uint64_t fold(std::span<const std::byte> b) noexcept {
+    uint64_t acc = 0;
+    size_t i = 0;
+    for (; i + 8 <= b.size(); i += 8) {
+        uint64_t w;
+        std::memcpy(&w, b.data() + i, 8);
+        acc = (acc ^ w) * 0x100000001b3ull;
+    }
+    for (; i < b.size(); ++i) acc = (acc ^ uint64_t(b[i])) * 0x100000001b3ull;
+    return acc;
+}
+
+class Noop {
+public:
+    using Upper = Msg;
+    using Lower = Msg;
+    static constexpr ChunnelInfo info{2, "noop", "passthrough", "noop", Match::compositional,
+                                      Scope::unilateral, Need::none};
+
+    template <Connection Inner> class Conn {
+    public:
+        using Data = Msg;
+        explicit Conn(Inner&& inner) : inner_(std::move(inner)) {}
+
+        Result<size_t> send(std::span<Msg> batch) {
+            for (const Msg& m : batch)
+                if (m) digest_ ^= fold(m.bytes());
+            return inner_.send(batch);
+        }
+        Result<size_t> recv(std::span<Msg> batch, Deadline deadline) {
+            auto n = inner_.recv(batch, deadline);
+            if (n)
+                for (size_t i = 0; i < *n; ++i) digest_ ^= fold(batch[i].bytes());
+            return n;
+        }
+        Result<size_t> alloc(std::span<Msg> out)
+            requires CanAlloc<Inner>
+        {
+            return inner_.alloc(out);
+        }
+        void describe(std::vector<std::string>& out) const {
+            out.push_back(name_of(info));
+            inner_.describe(out);
+        }
+        // The fold of everything that passed: proof the bytes were read.
+        uint64_t digest() const noexcept { return digest_; }
+        Inner& inner() noexcept { return inner_; }
+
+    private:
+        Inner inner_;
+        uint64_t digest_ = 0;
+    };
+
+    template <Connection Inner>
+        requires std::same_as<typename Inner::Data, Msg>
+    Result<Conn<Inner>> connect_wrap(Inner&& inner, const ConnectContext&) const {
+        return Conn<Inner>(std::move(inner));
+    }
+};
+
+} // namespace bertha::noop

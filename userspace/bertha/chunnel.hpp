@@ -1,0 +1,121 @@
+// The vocabulary of composition: what a chunnel says about itself, what a connection can do,
+// and what a host offers. Everything here is checked at compile time where it can be.
+#pragma once
+
+#include "bertha/addr.hpp"
+#include "bertha/error.hpp"
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace bertha {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+inline Deadline after(std::chrono::nanoseconds d) { return Clock::now() + d; }
+inline constexpr Deadline no_wait{}; // recv returns what is ready now, never blocks
+
+// Exact chunnels (serialization, header formats) must run on both ends; compositional ones
+// (sharding, caching) must run on at least one end, and negotiation says which.
+enum class Match : uint8_t { exact, compositional };
+// Unilateral chunnels are this host's business alone (which base); multilateral ones need the
+// peer's agreement.
+enum class Scope : uint8_t { unilateral, multilateral };
+
+// What an implementation needs from the host. Discovery fills HostFacts; select never picks an
+// implementation whose requirements the host does not meet.
+enum class Need : uint32_t {
+    none = 0,
+    privilege = 1u << 0, // CAP_NET_ADMIN / CAP_BPF, or a reachable loader agent
+    xdp = 1u << 1,       // an XDP hook on the interface towards the peer
+    tc = 1u << 2,        // a TC egress hook (tcx or clsact)
+    af_xdp = 1u << 3,    // AF_XDP sockets on that interface
+    btf = 1u << 4,       // kernel BTF (CO-RE relocations)
+};
+constexpr Need operator|(Need a, Need b) { return Need(uint32_t(a) | uint32_t(b)); }
+constexpr bool has(Need set, Need one) { return (uint32_t(set) & uint32_t(one)) != 0; }
+std::string_view to_string(Need one) noexcept; // a single flag's name
+
+// Static description of one implementation of one chunnel. Every chunnel type carries one as
+// `static constexpr ChunnelInfo info`.
+struct ChunnelInfo {
+    uint32_t type_id;            // stable across versions and hosts: it goes on the wire
+    std::string_view chunnel;    // "shard"
+    std::string_view impl;       // "xdp" -> printed as "shard/xdp"
+    std::string_view labels;     // comma-separated capability labels, e.g. "offload,xdp"
+    Match match = Match::exact;
+    Scope scope = Scope::multilateral;
+    Need needs = Need::none;
+};
+
+// What this host can do, and why not where it cannot. Later discovery probes interfaces; until
+// then a host is described by its privilege and by whatever a caller (or a test) states.
+struct HostFacts {
+    uint32_t available = 0;           // bit set of Need
+    std::string reasons[32];          // reasons[bit]: why that Need is not met
+    bool meets(Need n) const noexcept { return (uint32_t(n) & ~available) == 0; }
+    void grant(Need n) noexcept { available |= uint32_t(n); }
+    void deny(Need n, std::string why);
+    std::string why_not(Need n) const; // "needs xdp (reason); needs privilege (reason)"
+
+    static HostFacts local(); // privilege only: effective uid 0 or CAP_NET_ADMIN
+};
+
+// What `connect_wrap` is told: the host's facts (and, later, the negotiated choices).
+struct ConnectContext {
+    const HostFacts* host = nullptr;
+};
+
+// A connection moves batches of Data. `send` consumes the batch (messages handed on, slots
+// given back when the kernel is done) and returns how many it accepted. `recv` fills up to
+// batch.size() entries and returns how many; 0 means the deadline passed with nothing to read.
+template <class C>
+concept Connection =
+    std::movable<C> && requires(C& c, const C& cc, std::span<typename C::Data> batch, Deadline d,
+                                std::vector<std::string>& out) {
+        typename C::Data;
+        { c.send(batch) } -> std::same_as<Result<size_t>>;
+        { c.recv(batch, d) } -> std::same_as<Result<size_t>>;
+        { cc.describe(out) }; // appends "chunnel/impl" names, top first
+    };
+
+// A connection that can lend fresh, empty buffers for the application to fill and send.
+template <class C>
+concept CanAlloc = requires(C& c, std::span<typename C::Data> out) {
+    { c.alloc(out) } -> std::same_as<Result<size_t>>;
+};
+
+// A chunnel stage: turns a connection carrying Lower into one carrying Upper.
+template <class C>
+concept ChunnelType = requires {
+    { C::info } -> std::convertible_to<const ChunnelInfo&>;
+    typename C::Upper;
+    typename C::Lower;
+};
+
+template <class C, class Inner>
+concept ChunnelOver = ChunnelType<C> && Connection<Inner> &&
+                      requires(const C& c, Inner&& inner, const ConnectContext& ctx) {
+                          { c.connect_wrap(std::move(inner), ctx) };
+                      };
+
+// A base chunnel makes a connection from nothing (an address): the bottom of every stack.
+// connect(peer) gives a connection to one peer; bind(local) one that talks to any peer (each
+// message names its peer); listen(local) a listener whose accept() yields one per peer.
+template <class B>
+concept BaseChunnel = requires(const B& b, const class Addr& a, const ConnectContext& ctx) {
+    { B::info } -> std::convertible_to<const ChunnelInfo&>;
+    typename B::Upper;
+    { b.connect(a, ctx) };
+    { b.bind(a, ctx) };
+    { b.listen(a, ctx) };
+};
+
+std::string name_of(const ChunnelInfo& info); // "chunnel/impl"
+
+} // namespace bertha

@@ -1,0 +1,183 @@
+// select(a, b, ...): one chunnel slot with several implementations in preference order. At
+// connect time the first one the host can run is chosen, and the connection becomes a
+// std::variant over the alternatives' connections: one visit per batch, no virtual call per
+// message. Select works for chunnels (connect_wrap) and for bases (connect/bind/listen).
+#pragma once
+
+#include "bertha/chunnel.hpp"
+
+#include <optional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+namespace bertha {
+
+// The connection of a resolved select: exactly one alternative's connection.
+template <class... Cs> class SelectConn {
+    using First = std::tuple_element_t<0, std::tuple<Cs...>>;
+    static_assert((std::is_same_v<typename Cs::Data, typename First::Data> && ...),
+                  "select: every alternative must carry the same data type");
+
+public:
+    using Data = typename First::Data;
+
+    template <size_t I, class C>
+    SelectConn(std::in_place_index_t<I> at, C&& c) : v_(at, std::forward<C>(c)) {}
+
+    Result<size_t> send(std::span<Data> batch) {
+        return std::visit([&](auto& c) { return c.send(batch); }, v_);
+    }
+    Result<size_t> recv(std::span<Data> batch, Deadline deadline) {
+        return std::visit([&](auto& c) { return c.recv(batch, deadline); }, v_);
+    }
+    Result<size_t> alloc(std::span<Data> out)
+        requires(CanAlloc<Cs> && ...)
+    {
+        return std::visit([&](auto& c) { return c.alloc(out); }, v_);
+    }
+    void describe(std::vector<std::string>& out) const {
+        std::visit([&](const auto& c) { c.describe(out); }, v_);
+    }
+    size_t chosen() const noexcept { return v_.index(); }
+    template <class C> C* get_if() noexcept { return std::get_if<C>(&v_); }
+
+private:
+    std::variant<Cs...> v_;
+};
+
+// The listener of a resolved select of bases; accept() yields the matching SelectConn.
+template <class... Ls> class SelectListener {
+    template <class L>
+    using peer_t = typename decltype(std::declval<L&>().accept(Deadline{}))::value_type::value_type;
+
+public:
+    using PeerConn = SelectConn<peer_t<Ls>...>;
+
+    template <size_t I, class L>
+    SelectListener(std::in_place_index_t<I> at, L&& l) : v_(at, std::forward<L>(l)) {}
+
+    Result<std::optional<PeerConn>> accept(Deadline deadline) {
+        Result<std::optional<PeerConn>> out = std::optional<PeerConn>{};
+        [&]<size_t... I>(std::index_sequence<I...>) {
+            (
+                [&] {
+                    if (v_.index() != I) return;
+                    auto r = std::get<I>(v_).accept(deadline);
+                    if (!r) out = std::unexpected(std::move(r.error()));
+                    else if (*r) out = std::optional<PeerConn>(
+                                     PeerConn(std::in_place_index<I>, std::move(**r)));
+                }(),
+                ...);
+        }(std::index_sequence_for<Ls...>{});
+        return out;
+    }
+    size_t chosen() const noexcept { return v_.index(); }
+
+private:
+    std::variant<Ls...> v_;
+};
+
+template <class... Alts> class Select {
+    static_assert(sizeof...(Alts) >= 1, "select needs at least one implementation");
+    using First = std::tuple_element_t<0, std::tuple<Alts...>>;
+    static_assert((std::is_same_v<typename Alts::Upper, typename First::Upper> && ...),
+                  "select: every alternative must offer the same data type upward (Upper)");
+
+public:
+    using Upper = typename First::Upper;
+    using Lower = typename First::Lower;
+    static constexpr ChunnelInfo info{First::info.type_id, First::info.chunnel, "select", "",
+                                      First::info.match,   First::info.scope,   Need::none};
+
+    explicit Select(Alts... alts) : alts_(std::move(alts)...) {}
+
+    // Index of the first alternative whose needs the host meets, or an error that names the
+    // chunnel and says why each alternative cannot run.
+    Result<size_t> resolve(const ConnectContext& ctx) const {
+        std::optional<size_t> pick;
+        std::string why;
+        [&]<size_t... I>(std::index_sequence<I...>) {
+            (
+                [&] {
+                    if (pick) return;
+                    const ChunnelInfo& in = std::tuple_element_t<I, std::tuple<Alts...>>::info;
+                    if (!ctx.host || ctx.host->meets(in.needs)) {
+                        pick = I;
+                        return;
+                    }
+                    why += (why.empty() ? "" : "; ") + name_of(in) + " " +
+                           ctx.host->why_not(in.needs);
+                }(),
+                ...);
+        }(std::index_sequence_for<Alts...>{});
+        if (pick) return *pick;
+        return fail(Errc::unavailable, std::string(First::info.chunnel),
+                    "no implementation of '" + std::string(First::info.chunnel) +
+                        "' can run on this host: " + why);
+    }
+
+    template <class Inner>
+        requires(ChunnelOver<Alts, Inner> && ...)
+    auto connect_wrap(Inner&& inner, const ConnectContext& ctx) const {
+        using Conn = SelectConn<detail_conn_t<Alts, Inner>...>;
+        return dispatch<Conn>(ctx, [&](const auto& alt) {
+            return alt.connect_wrap(std::move(inner), ctx);
+        });
+    }
+
+    template <class A = First>
+        requires(BaseChunnel<A>)
+    auto connect(const Addr& peer, const ConnectContext& ctx) const {
+        using Conn = SelectConn<typename decltype(std::declval<const Alts&>().connect(
+            peer, ctx))::value_type...>;
+        return dispatch<Conn>(ctx, [&](const auto& alt) { return alt.connect(peer, ctx); });
+    }
+    template <class A = First>
+        requires(BaseChunnel<A>)
+    auto bind(const Addr& local, const ConnectContext& ctx) const {
+        using Conn = SelectConn<typename decltype(std::declval<const Alts&>().bind(
+            local, ctx))::value_type...>;
+        return dispatch<Conn>(ctx, [&](const auto& alt) { return alt.bind(local, ctx); });
+    }
+    template <class A = First>
+        requires(BaseChunnel<A>)
+    auto listen(const Addr& local, const ConnectContext& ctx) const {
+        using L = SelectListener<typename decltype(std::declval<const Alts&>().listen(
+            local, ctx))::value_type...>;
+        return dispatch<L>(ctx, [&](const auto& alt) { return alt.listen(local, ctx); });
+    }
+
+private:
+    template <class Ch, class Inner>
+    using detail_conn_t = typename decltype(std::declval<const Ch&>().connect_wrap(
+        std::declval<Inner&&>(), std::declval<const ConnectContext&>()))::value_type;
+
+    // Run `make` on the chosen alternative and place its connection in the variant.
+    template <class Conn, class Make>
+    Result<Conn> dispatch(const ConnectContext& ctx, Make&& make) const {
+        auto idx = resolve(ctx);
+        if (!idx) return std::unexpected(std::move(idx.error()));
+        std::optional<Result<Conn>> out;
+        [&]<size_t... I>(std::index_sequence<I...>) {
+            (
+                [&] {
+                    if (I != *idx) return;
+                    auto r = make(std::get<I>(alts_));
+                    if (!r) out.emplace(std::unexpected(std::move(r.error())));
+                    else out.emplace(Conn(std::in_place_index<I>, std::move(*r)));
+                }(),
+                ...);
+        }(std::index_sequence_for<Alts...>{});
+        return std::move(*out);
+    }
+
+    std::tuple<Alts...> alts_;
+};
+
+template <class... Alts> Select<std::decay_t<Alts>...> select(Alts&&... alts) {
+    return Select<std::decay_t<Alts>...>(std::forward<Alts>(alts)...);
+}
+
+} // namespace bertha

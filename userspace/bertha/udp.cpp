@@ -1,0 +1,678 @@
+#include "bertha/udp.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <liburing.h>
+#include <netinet/in.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+#include <unordered_map>
+
+namespace bertha {
+
+namespace {
+
+// io_uring user_data: the kind of request in the top byte, an index below it.
+constexpr uint64_t kSend = 1ull << 56;
+constexpr uint64_t kRecvMultishot = 2ull << 56;
+constexpr uint64_t kRecvPlain = 3ull << 56;
+constexpr uint64_t kKindMask = 0xffull << 56;
+constexpr uint16_t kBufferGroup = 0;
+constexpr uint32_t kPlainRecvs = 64; // standing recvmsg requests when there is no multishot
+
+uint32_t next_pow2(uint32_t v) {
+    uint32_t p = 1;
+    while (p < v) p <<= 1;
+    return p;
+}
+
+// A fixed-capacity FIFO of messages; storage is allocated once.
+class MsgRing {
+public:
+    explicit MsgRing(uint32_t capacity) : slots_(next_pow2(capacity)), mask_(slots_.size() - 1) {}
+    bool push(Msg&& m) {
+        if (count_ == slots_.size()) return false;
+        slots_[(head_ + count_++) & mask_] = std::move(m);
+        return true;
+    }
+    Msg& front() { return slots_[head_]; }
+    Msg pop() {
+        Msg m = std::move(slots_[head_]);
+        head_ = (head_ + 1) & mask_;
+        --count_;
+        return m;
+    }
+    size_t size() const { return count_; }
+    void clear() {
+        while (count_) pop();
+    }
+
+private:
+    std::vector<Msg> slots_;
+    size_t mask_, head_ = 0, count_ = 0;
+};
+
+} // namespace
+
+// ---------------------------------------------------------------------------------------------
+// UdpEngine: the socket, the ring and the buffers behind every udp connection shape.
+
+class UdpEngine {
+public:
+    static Result<std::unique_ptr<UdpEngine>> create(const Addr& addr, bool connect_to,
+                                                     const UdpOptions& o);
+    ~UdpEngine();
+
+    // Deliver received messages to `sink(Msg&&) -> bool`; what it refuses goes to the stash.
+    // A sink must leave a message it refuses untouched (move from it only when accepting).
+    // Waits (one io_uring_enter) until at least one message is delivered or the deadline
+    // passes. Returns the number delivered.
+    template <class Sink> Result<size_t> wait_into(Sink&& sink, Deadline deadline);
+    Result<size_t> send(std::span<Msg> batch, const Addr* to);
+    Result<size_t> alloc(std::span<Msg> out);
+
+    bool connected() const { return connected_; }
+    bool multishot() const { return multishot_; }
+    const Addr& local() const { return local_; }
+    UdpStats stats;
+
+private:
+    UdpEngine(const UdpOptions& o) : opts_(o), stash_(o.recv_slots + o.send_slots) {}
+    Result<void> setup_ring();
+    bool setup_buf_ring();
+    void refill();
+    template <class Sink> size_t harvest(Sink& sink);
+    template <class Sink> void handle(io_uring_cqe* cqe, Sink& sink, size_t& delivered);
+    io_uring_sqe* sqe_or_flush();
+    static void recycle(void* self, uint32_t slot) noexcept;
+    std::string who() const { return "udp " + local_.to_string(); }
+
+    UdpOptions opts_;
+    int fd_ = -1;
+    io_uring ring_{};
+    bool ring_ok_ = false;
+    bool connected_ = false;
+    bool multishot_ = false;
+    bool armed_ = false;
+    bool received_any_ = false;
+    Addr local_;
+    std::optional<Error> send_error_, recv_error_;
+
+    // Declared before everything that holds a Msg, so that it is destroyed after them.
+    std::unique_ptr<BufferPool> pool_;
+    io_uring_buf_ring* br_ = nullptr;
+    size_t br_len_ = 0;
+    uint32_t br_mask_ = 0;
+    uint32_t in_kernel_ = 0; // buffers currently in the provided-buffer ring
+    uint32_t payload_off_ = 0;
+    msghdr ms_hdr_{}; // layout template for multishot recvmsg (name + control sizes)
+
+    struct PlainRecv {
+        msghdr mh{};
+        iovec iov{};
+        sockaddr_in6 name{};
+        int64_t slot = -1;
+    };
+    std::vector<PlainRecv> plain_;
+    std::vector<uint32_t> plain_idle_;
+
+    struct SendSlot {
+        msghdr mh{};
+        iovec iov{};
+        Msg msg;
+    };
+    std::vector<SendSlot> sends_;
+    std::vector<uint32_t> send_free_;
+    MsgRing stash_; // received but not yet handed to the application
+};
+
+Result<std::unique_ptr<UdpEngine>> UdpEngine::create(const Addr& addr, bool connect_to,
+                                                     const UdpOptions& o) {
+    if (addr.empty())
+        return fail(Errc::invalid_argument, "udp", "no address given");
+    if (o.headroom < sizeof(io_uring_recvmsg_out) + Addr::capacity() ||
+        o.headroom + 64 > o.slot_size)
+        return fail(Errc::invalid_argument, "udp",
+                    "headroom must hold at least " +
+                        std::to_string(sizeof(io_uring_recvmsg_out) + Addr::capacity()) +
+                        " bytes and leave 64 bytes of payload in a slot");
+    if (o.recv_slots == 0 || o.recv_slots > 32768 || (o.recv_slots & (o.recv_slots - 1)))
+        return fail(Errc::invalid_argument, "udp", "recv_slots must be a power of two <= 32768");
+
+    std::unique_ptr<UdpEngine> e(new UdpEngine(o));
+    e->connected_ = connect_to;
+    e->fd_ = socket(addr.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (e->fd_ < 0) return fail_sys("udp", "socket() failed", errno);
+    int sz = o.socket_buffer;
+    // FORCE variants lift the sysctl cap when privileged; otherwise the capped request stands.
+    if (setsockopt(e->fd_, SOL_SOCKET, SO_RCVBUFFORCE, &sz, sizeof sz) != 0)
+        setsockopt(e->fd_, SOL_SOCKET, SO_RCVBUF, &sz, sizeof sz);
+    if (setsockopt(e->fd_, SOL_SOCKET, SO_SNDBUFFORCE, &sz, sizeof sz) != 0)
+        setsockopt(e->fd_, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    if (connect_to) {
+        if (::connect(e->fd_, addr.sa(), addr.len()) != 0)
+            return fail_sys("udp", "connect to " + addr.to_string() + " failed", errno);
+    } else if (::bind(e->fd_, addr.sa(), addr.len()) != 0) {
+        return fail_sys("udp", "bind " + addr.to_string() + " failed", errno);
+    }
+    sockaddr_in6 name{};
+    socklen_t len = sizeof name;
+    getsockname(e->fd_, reinterpret_cast<sockaddr*>(&name), &len);
+    e->local_ = Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&name), len);
+
+    if (auto r = e->setup_ring(); !r) return std::unexpected(std::move(r.error()));
+    return e;
+}
+
+Result<void> UdpEngine::setup_ring() {
+    io_uring_params p{};
+    p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+    p.cq_entries = next_pow2(opts_.recv_slots + opts_.send_slots + kPlainRecvs) * 2;
+    uint32_t sq_entries = 256;
+    int rc = io_uring_queue_init_params(sq_entries, &ring_, &p);
+    if (rc == -EINVAL) { // older kernel: no COOP_TASKRUN / SUBMIT_ALL
+        p = {};
+        p.flags = IORING_SETUP_CQSIZE;
+        p.cq_entries = next_pow2(opts_.recv_slots + opts_.send_slots + kPlainRecvs) * 2;
+        rc = io_uring_queue_init_params(sq_entries, &ring_, &p);
+    }
+    if (rc < 0) return fail_sys(who(), "io_uring_queue_init failed", -rc);
+    ring_ok_ = true;
+
+    bool want_multishot = opts_.recv_mode != UdpOptions::RecvMode::plain &&
+                          (opts_.recv_mode == UdpOptions::RecvMode::multishot ||
+                           Udp::kernel_has_multishot());
+    uint32_t kernel_slots = want_multishot ? opts_.recv_slots : 0;
+    auto pool = BufferPool::create(opts_.recv_slots + opts_.send_slots, opts_.slot_size,
+                                   kernel_slots);
+    if (!pool) return std::unexpected(std::move(pool.error()));
+    pool_ = std::move(*pool);
+    payload_off_ = opts_.headroom;
+
+    if (want_multishot && setup_buf_ring()) {
+        multishot_ = true;
+        pool_->set_recycle(&UdpEngine::recycle, this);
+    } else if (opts_.recv_mode == UdpOptions::RecvMode::multishot) {
+        return fail(Errc::unavailable, who(),
+                    "multishot receive was required but this kernel has no provided-buffer "
+                    "rings (needs Linux 5.19+ and 6.0+ for multishot recvmsg)");
+    } else if (want_multishot) {
+        // Registration refused: the kernel slots become ordinary free slots.
+        auto plain_pool =
+            BufferPool::create(opts_.recv_slots + opts_.send_slots, opts_.slot_size, 0);
+        if (!plain_pool) return std::unexpected(std::move(plain_pool.error()));
+        pool_ = std::move(*plain_pool);
+    }
+
+    plain_.resize(multishot_ ? 0 : std::min(kPlainRecvs, opts_.recv_slots));
+    for (uint32_t i = plain_.size(); i-- > 0;) plain_idle_.push_back(i);
+    sends_.resize(opts_.send_slots);
+    for (uint32_t i = opts_.send_slots; i-- > 0;) send_free_.push_back(i);
+    refill();
+    io_uring_submit(&ring_);
+    return {};
+}
+
+// The multishot layout puts [recvmsg_out | name | control | payload] in each buffer. We ask
+// for no control messages but reserve the control area so that the payload starts exactly at
+// `headroom`: the bytes in front of it are the head-room chunnels push headers into.
+bool UdpEngine::setup_buf_ring() {
+    uint32_t entries = opts_.recv_slots;
+    br_len_ = (size_t(entries) * sizeof(io_uring_buf) + 4095) & ~size_t(4095);
+    void* mem = mmap(nullptr, br_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) return false;
+    br_ = static_cast<io_uring_buf_ring*>(mem);
+    io_uring_buf_ring_init(br_);
+    io_uring_buf_reg reg{};
+    reg.ring_addr = reinterpret_cast<uint64_t>(br_);
+    reg.ring_entries = entries;
+    reg.bgid = kBufferGroup;
+    if (io_uring_register_buf_ring(&ring_, &reg, 0) != 0) {
+        munmap(br_, br_len_);
+        br_ = nullptr;
+        return false;
+    }
+    br_mask_ = io_uring_buf_ring_mask(entries);
+    for (uint32_t id = 0; id < entries; ++id)
+        io_uring_buf_ring_add(br_, pool_->slot(id), pool_->slot_size(), id, br_mask_, id);
+    io_uring_buf_ring_advance(br_, entries);
+    in_kernel_ = entries;
+    ms_hdr_ = {};
+    ms_hdr_.msg_namelen = Addr::capacity();
+    ms_hdr_.msg_controllen = opts_.headroom - sizeof(io_uring_recvmsg_out) - Addr::capacity();
+    return true;
+}
+
+void UdpEngine::recycle(void* self, uint32_t slot) noexcept {
+    auto* e = static_cast<UdpEngine*>(self);
+    io_uring_buf_ring_add(e->br_, e->pool_->slot(slot), e->pool_->slot_size(), slot, e->br_mask_,
+                          0);
+    io_uring_buf_ring_advance(e->br_, 1);
+    ++e->in_kernel_;
+}
+
+UdpEngine::~UdpEngine() {
+    stash_.clear();
+    for (auto& s : sends_) s.msg.release();
+    if (ring_ok_) io_uring_queue_exit(&ring_); // cancels the standing receives
+    if (pool_) pool_->set_recycle(nullptr, nullptr);
+    for (auto& pr : plain_)
+        if (pr.slot >= 0) pool_->give_back(uint32_t(pr.slot));
+    if (br_) munmap(br_, br_len_);
+    if (fd_ >= 0) close(fd_);
+}
+
+io_uring_sqe* UdpEngine::sqe_or_flush() {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (!sqe) {
+        io_uring_submit(&ring_);
+        ++stats.submits;
+        sqe = io_uring_get_sqe(&ring_);
+    }
+    return sqe;
+}
+
+// Keep receives standing: re-arm the multishot request, or top up the plain ones.
+void UdpEngine::refill() {
+    if (multishot_) {
+        if (armed_ || in_kernel_ == 0) return; // without buffers it would end at once (ENOBUFS)
+        io_uring_sqe* sqe = sqe_or_flush();
+        io_uring_prep_recvmsg_multishot(sqe, fd_, &ms_hdr_, MSG_TRUNC);
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = kBufferGroup;
+        io_uring_sqe_set_data64(sqe, kRecvMultishot);
+        armed_ = true;
+        return;
+    }
+    while (!plain_idle_.empty()) {
+        int64_t slot = pool_->take();
+        if (slot < 0) return;
+        uint32_t idx = plain_idle_.back();
+        plain_idle_.pop_back();
+        PlainRecv& pr = plain_[idx];
+        pr.slot = slot;
+        pr.iov = {pool_->slot(uint32_t(slot)) + payload_off_, opts_.slot_size - payload_off_};
+        pr.mh = {};
+        pr.mh.msg_name = &pr.name;
+        pr.mh.msg_namelen = sizeof pr.name;
+        pr.mh.msg_iov = &pr.iov;
+        pr.mh.msg_iovlen = 1;
+        io_uring_sqe* sqe = sqe_or_flush();
+        // MSG_TRUNC: the result is the datagram's real length, so truncation is visible.
+        io_uring_prep_recvmsg(sqe, fd_, &pr.mh, MSG_TRUNC);
+        io_uring_sqe_set_data64(sqe, kRecvPlain | idx);
+    }
+}
+
+template <class Sink> void UdpEngine::handle(io_uring_cqe* cqe, Sink& sink, size_t& delivered) {
+    uint64_t ud = io_uring_cqe_get_data64(cqe);
+    uint64_t kind = ud & kKindMask;
+    uint32_t idx = uint32_t(ud & ~kKindMask);
+    int res = cqe->res;
+    auto deliver = [&](Msg&& m) {
+        ++stats.received;
+        if (m.is_truncated()) ++stats.truncated;
+        received_any_ = true;
+        if (sink(std::move(m))) ++delivered;
+        else stash_.push(std::move(m)); // cannot fail: one stash place per pool slot
+    };
+
+    if (kind == kSend) {
+        SendSlot& s = sends_[idx];
+        if (res < 0) {
+            ++stats.send_errors;
+            if (!send_error_)
+                send_error_ = Error{Errc::system, who(),
+                                    "send to " + (connected_ ? std::string("the connected peer")
+                                                             : s.msg.peer().to_string()) +
+                                        " failed",
+                                    -res};
+        } else {
+            ++stats.sent;
+        }
+        s.msg.release();
+        send_free_.push_back(idx);
+    } else if (kind == kRecvMultishot) {
+        if (!(cqe->flags & IORING_CQE_F_MORE)) armed_ = false;
+        if (res < 0) {
+            if (res == -EINVAL && !received_any_ &&
+                opts_.recv_mode == UdpOptions::RecvMode::automatic) {
+                // The kernel registered the ring but rejects multishot recvmsg (5.19): fall
+                // back to plain receives over the same pool's free slots.
+                multishot_ = false;
+                pool_->set_recycle(nullptr, nullptr);
+                plain_.resize(kPlainRecvs);
+                for (uint32_t i = kPlainRecvs; i-- > 0;) plain_idle_.push_back(i);
+            } else if (res != -ENOBUFS && res != -ECANCELED && !recv_error_) {
+                recv_error_ = Error{Errc::system, who(), "multishot receive failed", -res};
+            }
+            return;
+        }
+        if (!(cqe->flags & IORING_CQE_F_BUFFER)) return;
+        uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+        --in_kernel_;
+        std::byte* buf = pool_->slot(bid);
+        auto* out = io_uring_recvmsg_validate(buf, res, &ms_hdr_);
+        if (!out) {
+            pool_->give_back(bid);
+            return;
+        }
+        uint32_t copied = uint32_t(res) - payload_off_;
+        Msg m(pool_.get(), bid, payload_off_, std::min(out->payloadlen, copied));
+        m.set_peer(Addr::from_sockaddr(static_cast<sockaddr*>(io_uring_recvmsg_name(out)),
+                                       out->namelen));
+        if (out->flags & MSG_TRUNC) m.set_flags(Msg::truncated);
+        deliver(std::move(m));
+    } else if (kind == kRecvPlain) {
+        PlainRecv& pr = plain_[idx];
+        uint32_t slot = uint32_t(pr.slot);
+        pr.slot = -1;
+        plain_idle_.push_back(idx);
+        if (res < 0) {
+            pool_->give_back(slot);
+            if (res != -ECANCELED && res != -EINTR && !recv_error_)
+                recv_error_ = Error{Errc::system, who(), "receive failed", -res};
+            return;
+        }
+        uint32_t cap = opts_.slot_size - payload_off_;
+        Msg m(pool_.get(), slot, payload_off_, std::min(uint32_t(res), cap));
+        m.set_peer(
+            Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&pr.name), pr.mh.msg_namelen));
+        if (uint32_t(res) > cap) m.set_flags(Msg::truncated);
+        deliver(std::move(m));
+    }
+}
+
+template <class Sink> size_t UdpEngine::harvest(Sink& sink) {
+    size_t delivered = 0;
+    // Older messages first. A sink moves from a message only when it accepts it.
+    while (stash_.size()) {
+        if (!sink(std::move(stash_.front()))) return delivered;
+        stash_.pop();
+        ++delivered;
+    }
+    unsigned head, seen = 0;
+    io_uring_cqe* cqe;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+        handle(cqe, sink, delivered);
+        ++seen;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    return delivered;
+}
+
+template <class Sink> Result<size_t> UdpEngine::wait_into(Sink&& sink, Deadline deadline) {
+    for (;;) {
+        size_t n = harvest(sink);
+        if (n) return n;
+        if (recv_error_) {
+            Error e = std::move(*recv_error_);
+            recv_error_.reset();
+            return std::unexpected(std::move(e));
+        }
+        refill();
+        auto now = Clock::now();
+        auto left = deadline > now ? deadline - now : Clock::duration::zero();
+        auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+        __kernel_timespec ts{ns / 1000000000, ns % 1000000000};
+        io_uring_cqe* cqe = nullptr;
+        int rc = io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+        if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
+            return fail_sys(who(), "io_uring wait failed", -rc);
+        n = harvest(sink);
+        if (n) return n;
+        if (Clock::now() >= deadline) return size_t(0);
+    }
+}
+
+Result<size_t> UdpEngine::send(std::span<Msg> batch, const Addr* to) {
+    for (auto& m : batch) {
+        if (!m)
+            return fail(Errc::invalid_argument, who(),
+                        "send was given an empty message (already sent or released)");
+        if (!connected_ && !to && m.peer().empty())
+            return fail(Errc::invalid_argument, who(),
+                        "a message on an unconnected socket has no peer address");
+    }
+    auto stash_sink = [](Msg&&) { return false; };
+    size_t queued = 0;
+    for (auto& m : batch) {
+        while (send_free_.empty()) { // all send slots in flight: wait for completions
+            io_uring_submit_and_wait(&ring_, 1);
+            ++stats.submits;
+            harvest(stash_sink);
+        }
+        uint32_t idx = send_free_.back();
+        send_free_.pop_back();
+        SendSlot& s = sends_[idx];
+        s.msg = std::move(m);
+        if (to) s.msg.set_peer(*to);
+        s.iov = {s.msg.data(), s.msg.size()};
+        s.mh = {};
+        if (!connected_) {
+            s.mh.msg_name = const_cast<sockaddr*>(s.msg.peer().sa());
+            s.mh.msg_namelen = s.msg.peer().len();
+        }
+        s.mh.msg_iov = &s.iov;
+        s.mh.msg_iovlen = 1;
+        io_uring_sqe* sqe = sqe_or_flush();
+        io_uring_prep_sendmsg(sqe, fd_, &s.mh, 0);
+        io_uring_sqe_set_data64(sqe, kSend | idx);
+        ++queued;
+    }
+    io_uring_submit(&ring_);
+    ++stats.submits;
+    harvest(stash_sink); // sends complete inline; reclaim their slots now
+    if (send_error_) {
+        Error e = std::move(*send_error_);
+        send_error_.reset();
+        return std::unexpected(std::move(e));
+    }
+    return queued;
+}
+
+Result<size_t> UdpEngine::alloc(std::span<Msg> out) {
+    size_t n = 0;
+    for (; n < out.size(); ++n) {
+        int64_t slot = pool_->take();
+        if (slot < 0) {
+            auto stash_sink = [](Msg&&) { return false; };
+            harvest(stash_sink); // completed sends give their slots back
+            slot = pool_->take();
+            if (slot < 0) break;
+        }
+        out[n] = Msg(pool_.get(), uint32_t(slot), payload_off_, 0);
+    }
+    if (n == 0 && !out.empty())
+        return fail(Errc::no_buffers, who(),
+                    "all " + std::to_string(pool_->slots()) +
+                        " buffers are lent out: drop received or allocated messages first");
+    return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// UdpConn
+
+UdpConn::UdpConn(std::unique_ptr<UdpEngine> e) : e_(std::move(e)) {}
+UdpConn::UdpConn(UdpConn&&) noexcept = default;
+UdpConn& UdpConn::operator=(UdpConn&&) noexcept = default;
+UdpConn::~UdpConn() = default;
+
+Result<size_t> UdpConn::send(std::span<Msg> batch) { return e_->send(batch, nullptr); }
+
+Result<size_t> UdpConn::recv(std::span<Msg> batch, Deadline deadline) {
+    size_t n = 0;
+    auto sink = [&](Msg&& m) {
+        if (n == batch.size()) return false;
+        batch[n++] = std::move(m);
+        return true;
+    };
+    if (batch.empty()) return size_t(0);
+    auto r = e_->wait_into(sink, deadline);
+    if (!r) return std::unexpected(std::move(r.error()));
+    return n;
+}
+
+Result<size_t> UdpConn::alloc(std::span<Msg> out) { return e_->alloc(out); }
+void UdpConn::describe(std::vector<std::string>& out) const { out.push_back(name_of(info)); }
+Addr UdpConn::local() const { return e_->local(); }
+bool UdpConn::multishot() const { return e_->multishot(); }
+const UdpStats& UdpConn::stats() const { return e_->stats; }
+
+// ---------------------------------------------------------------------------------------------
+// UdpDemux: one listening socket, one queue per peer, new peers waiting to be accepted.
+
+class UdpDemux {
+public:
+    UdpDemux(std::unique_ptr<UdpEngine> e, const UdpOptions& o) : e_(std::move(e)), opts_(o) {}
+
+    // Receive until something is routed or the deadline passes.
+    Result<size_t> pump(Deadline deadline) {
+        return e_->wait_into([this](Msg&& m) { return route(std::move(m)); }, deadline);
+    }
+
+    struct Queue {
+        explicit Queue(uint32_t cap) : ring(cap) {}
+        MsgRing ring;
+        Addr peer;
+        bool open = false;
+    };
+
+    std::unique_ptr<UdpEngine> e_;
+    UdpOptions opts_;
+    std::vector<std::unique_ptr<Queue>> queues_;
+    std::vector<uint32_t> free_queues_;
+    std::unordered_map<Addr, uint32_t, AddrHash> by_peer_;
+    std::vector<uint32_t> backlog_; // new peers in arrival order (FIFO via head index)
+    size_t backlog_head_ = 0;
+
+    size_t backlog_size() const { return backlog_.size() - backlog_head_; }
+
+    bool route(Msg&& m) {
+        auto it = by_peer_.find(m.peer());
+        if (it != by_peer_.end()) {
+            if (!queues_[it->second]->ring.push(std::move(m))) ++e_->stats.dropped_queue_full;
+            return true; // taken (queued or dropped): never back to the engine's stash
+        }
+        if (backlog_size() >= opts_.accept_backlog) {
+            ++e_->stats.dropped_backlog;
+            return true;
+        }
+        uint32_t q;
+        if (!free_queues_.empty()) {
+            q = free_queues_.back();
+            free_queues_.pop_back();
+        } else {
+            q = uint32_t(queues_.size());
+            queues_.push_back(std::make_unique<Queue>(opts_.peer_queue));
+        }
+        Queue& queue = *queues_[q];
+        queue.peer = m.peer();
+        queue.open = true;
+        by_peer_.emplace(queue.peer, q);
+        queue.ring.push(std::move(m));
+        if (backlog_head_ == backlog_.size()) backlog_.clear(), backlog_head_ = 0;
+        backlog_.push_back(q);
+        return true;
+    }
+
+    void close_queue(uint32_t q) {
+        Queue& queue = *queues_[q];
+        queue.ring.clear();
+        by_peer_.erase(queue.peer);
+        queue.open = false;
+        free_queues_.push_back(q);
+    }
+};
+
+UdpPeerConn::UdpPeerConn(std::shared_ptr<UdpDemux> d, uint32_t queue, const Addr& peer)
+    : d_(std::move(d)), queue_(queue), peer_(peer) {}
+UdpPeerConn::UdpPeerConn(UdpPeerConn&&) noexcept = default;
+UdpPeerConn& UdpPeerConn::operator=(UdpPeerConn&& o) noexcept {
+    if (this != &o) {
+        if (d_) d_->close_queue(queue_);
+        d_ = std::move(o.d_);
+        queue_ = o.queue_;
+        peer_ = o.peer_;
+    }
+    return *this;
+}
+UdpPeerConn::~UdpPeerConn() {
+    if (d_) d_->close_queue(queue_);
+}
+
+Result<size_t> UdpPeerConn::send(std::span<Msg> batch) { return d_->e_->send(batch, &peer_); }
+
+Result<size_t> UdpPeerConn::recv(std::span<Msg> batch, Deadline deadline) {
+    if (batch.empty()) return size_t(0);
+    MsgRing& q = d_->queues_[queue_]->ring;
+    for (;;) {
+        size_t n = 0;
+        while (n < batch.size() && q.size()) batch[n++] = q.pop();
+        if (n) return n;
+        auto r = d_->pump(deadline);
+        if (!r) return std::unexpected(std::move(r.error()));
+        if (*r == 0 && q.size() == 0) return size_t(0);
+    }
+}
+
+Result<size_t> UdpPeerConn::alloc(std::span<Msg> out) { return d_->e_->alloc(out); }
+void UdpPeerConn::describe(std::vector<std::string>& out) const {
+    out.push_back(name_of(UdpConn::info));
+}
+
+UdpListener::UdpListener(std::shared_ptr<UdpDemux> d) : d_(std::move(d)) {}
+UdpListener::UdpListener(UdpListener&&) noexcept = default;
+UdpListener& UdpListener::operator=(UdpListener&&) noexcept = default;
+UdpListener::~UdpListener() = default;
+
+Result<std::optional<UdpPeerConn>> UdpListener::accept(Deadline deadline) {
+    for (;;) {
+        if (d_->backlog_size()) {
+            uint32_t q = d_->backlog_[d_->backlog_head_++];
+            return std::optional<UdpPeerConn>(UdpPeerConn(d_, q, d_->queues_[q]->peer));
+        }
+        auto r = d_->pump(deadline);
+        if (!r) return std::unexpected(std::move(r.error()));
+        if (*r == 0 && !d_->backlog_size()) return std::optional<UdpPeerConn>{};
+    }
+}
+
+Addr UdpListener::local() const { return d_->e_->local(); }
+const UdpStats& UdpListener::stats() const { return d_->e_->stats; }
+
+// ---------------------------------------------------------------------------------------------
+// Udp: the base chunnel.
+
+Result<UdpConn> Udp::connect(const Addr& peer, const ConnectContext&) const {
+    auto e = UdpEngine::create(peer, true, opts_);
+    if (!e) return std::unexpected(std::move(e.error()));
+    return UdpConn(std::move(*e));
+}
+
+Result<UdpConn> Udp::bind(const Addr& local, const ConnectContext&) const {
+    auto e = UdpEngine::create(local, false, opts_);
+    if (!e) return std::unexpected(std::move(e.error()));
+    return UdpConn(std::move(*e));
+}
+
+Result<UdpListener> Udp::listen(const Addr& local, const ConnectContext&) const {
+    auto e = UdpEngine::create(local, false, opts_);
+    if (!e) return std::unexpected(std::move(e.error()));
+    return UdpListener(std::make_shared<UdpDemux>(std::move(*e), opts_));
+}
+
+bool Udp::kernel_has_multishot() {
+    static const bool yes = [] {
+        utsname u{};
+        if (uname(&u) != 0) return false;
+        int major = 0, minor = 0;
+        if (std::sscanf(u.release, "%d.%d", &major, &minor) != 2) return false;
+        return major > 6 || (major == 6 && minor >= 0); // multishot recvmsg: Linux 6.0
+    }();
+    return yes;
+}
+
+} // namespace bertha
