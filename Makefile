@@ -10,7 +10,8 @@ ARCH     := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 OPT      ?= -O2 -g
 WARN     := -Wall -Wextra -Werror
 CXXFLAGS += -std=c++2b $(OPT) $(WARN)
-CPPFLAGS += -Iuserspace -Ichunnels -Ibpf/include -Iselftests/lib -I$(BUILD)/skel -MMD -MP
+INCLUDES := -Iuserspace -Ichunnels -Ibpf/include -Iselftests/lib -I$(BUILD)/skel
+CPPFLAGS += $(INCLUDES) -MMD -MP
 LDLIBS   := -luring -lbpf -lelf -lz -lpthread
 BPFFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
             -Ibpf/include -I/usr/include/$(shell uname -m)-linux-gnu
@@ -105,7 +106,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/selftests/bench/%.o $(LIB)
 # ---- the two commands ------------------------------------------------------------------------
 test: deps
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) CXX="$(CXX)" CPPFLAGS="$(CPPFLAGS)" CXXFLAGS="$(CXXFLAGS)" selftests/run
+	@BUILD=$(BUILD) CXX="$(CXX)" CPPFLAGS="$(INCLUDES)" CXXFLAGS="$(CXXFLAGS)" selftests/run
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/examples/echo

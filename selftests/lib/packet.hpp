@@ -1,0 +1,109 @@
+// A small packet builder for BPF fixtures: Packet().eth().ipv4(src, dst).udp(sp, dp)
+// .payload("...").bytes(). Lengths and checksums are filled in when bytes() is called, unless a
+// test asks for a malformed packet on purpose (truncate(), raw()).
+#pragma once
+
+#include <arpa/inet.h>
+#include <cstdint>
+#include <cstring>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <string_view>
+#include <vector>
+
+namespace bertha::test {
+
+class Packet {
+public:
+    Packet& eth(uint16_t proto = ETH_P_IP) {
+        ethhdr h{};
+        std::memcpy(h.h_dest, "\x02\x00\x00\x00\x00\x02", 6);
+        std::memcpy(h.h_source, "\x02\x00\x00\x00\x00\x01", 6);
+        h.h_proto = htons(proto);
+        append(&h, sizeof h);
+        return *this;
+    }
+    Packet& ipv4(const char* src, const char* dst, uint8_t proto = IPPROTO_UDP) {
+        iphdr h{};
+        h.version = 4;
+        h.ihl = 5;
+        h.ttl = 64;
+        h.protocol = proto;
+        inet_pton(AF_INET, src, &h.saddr);
+        inet_pton(AF_INET, dst, &h.daddr);
+        ip_off_ = buf_.size();
+        append(&h, sizeof h);
+        return *this;
+    }
+    Packet& udp(uint16_t sport, uint16_t dport) {
+        udphdr h{};
+        h.source = htons(sport);
+        h.dest = htons(dport);
+        udp_off_ = buf_.size();
+        append(&h, sizeof h);
+        return *this;
+    }
+    Packet& payload(std::string_view s) {
+        append(s.data(), s.size());
+        return *this;
+    }
+    Packet& truncate(size_t n) { // a malformed packet: cut after the length fields are final
+        finish();
+        if (n < buf_.size()) buf_.resize(n);
+        finished_ = true;
+        return *this;
+    }
+    std::vector<uint8_t> bytes() {
+        finish();
+        return buf_;
+    }
+
+    static uint16_t csum_fold(uint32_t sum) {
+        while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+        return uint16_t(~sum);
+    }
+    static uint32_t csum_add(uint32_t sum, const uint8_t* p, size_t n) {
+        for (size_t i = 0; i + 1 < n; i += 2) sum += uint32_t(p[i] << 8 | p[i + 1]);
+        if (n & 1) sum += uint32_t(p[n - 1] << 8);
+        return sum;
+    }
+
+private:
+    void append(const void* p, size_t n) {
+        auto* b = static_cast<const uint8_t*>(p);
+        buf_.insert(buf_.end(), b, b + n);
+    }
+    void finish() {
+        if (finished_) return;
+        finished_ = true;
+        if (ip_off_ == npos) return;
+        auto* ip = reinterpret_cast<iphdr*>(buf_.data() + ip_off_);
+        ip->tot_len = htons(uint16_t(buf_.size() - ip_off_));
+        ip->check = 0;
+        ip->check = htons(csum_fold(csum_add(0, buf_.data() + ip_off_, ip->ihl * 4u)));
+        if (udp_off_ == npos) return;
+        auto* u = reinterpret_cast<udphdr*>(buf_.data() + udp_off_);
+        uint16_t ulen = uint16_t(buf_.size() - udp_off_);
+        u->len = htons(ulen);
+        u->check = 0;
+        uint8_t pseudo[12];
+        std::memcpy(pseudo, &ip->saddr, 4);
+        std::memcpy(pseudo + 4, &ip->daddr, 4);
+        pseudo[8] = 0;
+        pseudo[9] = IPPROTO_UDP;
+        pseudo[10] = uint8_t(ulen >> 8);
+        pseudo[11] = uint8_t(ulen);
+        uint32_t sum = csum_add(0, pseudo, sizeof pseudo);
+        sum = csum_add(sum, buf_.data() + udp_off_, ulen);
+        uint16_t c = csum_fold(sum);
+        u->check = htons(c == 0 ? 0xffff : c);
+    }
+
+    static constexpr size_t npos = size_t(-1);
+    std::vector<uint8_t> buf_;
+    size_t ip_off_ = npos, udp_off_ = npos;
+    bool finished_ = false;
+};
+
+} // namespace bertha::test

@@ -1,0 +1,183 @@
+// Composition: order of chunnels on the send and receive paths, select resolution, errors.
+#include "bertha/bertha.hpp"
+#include "noop/noop.hpp"
+#include "test_chunnels.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace bertha;
+using namespace bertha::test;
+using namespace std::chrono_literals;
+
+namespace {
+Addr loopback(uint16_t port = 0) { return *Addr::parse("127.0.0.1:" + std::to_string(port)); }
+
+HostFacts facts_with(Need granted) {
+    HostFacts f;
+    f.grant(granted);
+    f.deny(Need(~uint32_t(granted) & 0x1f), "denied by the test");
+    return f;
+}
+} // namespace
+
+TEST_CASE("make_stack sends top-down and receives bottom-up") {
+    // Raw receiver: sees exactly what the stack put on the wire.
+    auto raw = make_stack(Udp{}).bind(loopback());
+    REQUIRE(raw);
+    auto conn = make_stack(Header<'a'>{}, Header<'b'>{}, Udp{}).connect(raw->local());
+    REQUIRE(conn);
+    CHECK(describe(*conn) == "header/header-a > header/header-b > udp/io_uring");
+
+    std::vector<Msg> out(1);
+    REQUIRE(conn->alloc(out) == 1);
+    REQUIRE(put(out[0], "payload"));
+    REQUIRE(conn->send(out) == 1);
+
+    std::vector<Msg> in(4);
+    auto n = raw->recv(in, after(2s));
+    REQUIRE(n == 1);
+    // 'a' (top) pushed first, 'b' below it pushed in front of it: the wire reads "ba...".
+    CHECK(text(in[0]) == "bapayload");
+    CHECK(in[0].headroom() == 128 - 0); // received payload starts at the configured head-room
+
+    // Echo it back: the client's 'b' layer pulls 'b', then 'a' pulls 'a'.
+    in[0].set_peer(in[0].peer());
+    REQUIRE(raw->send(std::span(in.data(), 1)) == 1);
+    std::vector<Msg> back(4);
+    REQUIRE(conn->recv(back, after(2s)) == 1);
+    CHECK(text(back[0]) == "payload");
+}
+
+TEST_CASE("a message without the expected header is rejected by that layer only") {
+    auto raw = make_stack(Udp{}).bind(loopback());
+    REQUIRE(raw);
+    auto conn = make_stack(Header<'a'>{}, Udp{}).connect(raw->local());
+    REQUIRE(conn);
+    std::vector<Msg> out(1);
+    REQUIRE(conn->alloc(out) == 1);
+    REQUIRE(put(out[0], "hello"));
+    REQUIRE(conn->send(out) == 1);
+    std::vector<Msg> in(2);
+    REQUIRE(raw->recv(in, after(2s)) == 1);
+    Addr client = in[0].peer();
+    REQUIRE(put(in[0], "zz-not-tagged"));
+    REQUIRE(raw->alloc(std::span(in).subspan(1, 1)) == 1);
+    REQUIRE(put(in[1], "aok"));
+    in[1].set_peer(client);
+    REQUIRE(raw->send(std::span(in.data(), 2)) == 2);
+
+    std::vector<Msg> back(4);
+    size_t got = 0;
+    auto deadline = after(2s);
+    while (got == 0 && Clock::now() < deadline) {
+        auto n = conn->recv(back, deadline);
+        REQUIRE(n);
+        got = *n;
+    }
+    REQUIRE(got == 1);
+    CHECK(text(back[0]) == "ok");
+    CHECK(conn->foreign == 1);
+}
+
+TEST_CASE("select picks the first implementation the host can run, in preference order") {
+    auto raw = make_stack(Udp{}).bind(loopback());
+    REQUIRE(raw);
+    auto sel = select(Header<'x', Need::xdp>{}, Header<'p'>{});
+
+    SUBCASE("host without xdp: the fallback is chosen") {
+        HostFacts host = facts_with(Need::privilege);
+        auto conn = make_stack(sel, Udp{}).connect(raw->local(), ConnectContext{&host});
+        REQUIRE(conn);
+        CHECK(conn->chosen() == 1);
+        CHECK(describe(*conn) == "header/header-p > udp/io_uring");
+    }
+    SUBCASE("host with xdp: the preferred one is chosen") {
+        HostFacts host = facts_with(Need::xdp);
+        auto conn = make_stack(sel, Udp{}).connect(raw->local(), ConnectContext{&host});
+        REQUIRE(conn);
+        CHECK(conn->chosen() == 0);
+        // The chosen implementation really runs: its header is on the wire.
+        std::vector<Msg> out(1);
+        REQUIRE(conn->alloc(out) == 1);
+        REQUIRE(put(out[0], "m"));
+        REQUIRE(conn->send(out) == 1);
+        std::vector<Msg> in(1);
+        REQUIRE(raw->recv(in, after(2s)) == 1);
+        CHECK(text(in[0]) == "xm");
+    }
+}
+
+TEST_CASE("select with no runnable implementation names the chunnel and every reason") {
+    HostFacts host = facts_with(Need::none);
+    host.deny(Need::xdp, "no XDP on eth9");
+    host.deny(Need::af_xdp, "eth9 has no AF_XDP");
+    auto conn = make_stack(select(Header<'x', Need::xdp>{}, Header<'y', Need::af_xdp>{}), Udp{})
+                    .connect(loopback(9), ConnectContext{&host});
+    REQUIRE_FALSE(conn);
+    CHECK(conn.error().code == Errc::unavailable);
+    CHECK(conn.error().component == "header");
+    CHECK(conn.error().what() ==
+          "header: no implementation of 'header' can run on this host: header/header-x needs "
+          "xdp (no XDP on eth9); header/header-y needs af_xdp (eth9 has no AF_XDP)");
+}
+
+TEST_CASE("a select of bases resolves into the base connection and still lends buffers") {
+    auto raw = make_stack(Udp{}).bind(loopback());
+    REQUIRE(raw);
+    auto conn = make_stack(noop::Noop{}, select(Udp{})).connect(raw->local());
+    REQUIRE(conn);
+    CHECK(describe(*conn) == "noop/passthrough > udp/io_uring");
+    std::vector<Msg> out(2);
+    CHECK(conn->alloc(out) == 2);
+    auto listener = make_stack(select(Udp{})).listen(loopback());
+    CHECK(listener);
+}
+
+TEST_CASE("noop reads every byte: its digest changes with the payload") {
+    auto raw = make_stack(Udp{}).bind(loopback());
+    REQUIRE(raw);
+    auto conn = make_stack(noop::Noop{}, Udp{}).connect(raw->local());
+    REQUIRE(conn);
+    std::vector<Msg> out(1);
+    REQUIRE(conn->alloc(out) == 1);
+    std::string payload(1000, 'q');
+    payload[999] = 'r'; // the last byte matters too
+    REQUIRE(put(out[0], payload));
+    REQUIRE(conn->send(out) == 1);
+    CHECK(conn->digest() == noop::fold(std::as_bytes(std::span(payload))));
+    std::string other(1000, 'q');
+    CHECK(conn->digest() != noop::fold(std::as_bytes(std::span(other))));
+}
+
+TEST_CASE("errors say which component failed and why") {
+    auto first = make_stack(Udp{}).bind(loopback());
+    REQUIRE(first);
+    auto second = make_stack(noop::Noop{}, Udp{}).bind(first->local());
+    REQUIRE_FALSE(second);
+    CHECK(second.error().code == Errc::system);
+    CHECK(second.error().sys_errno == EADDRINUSE);
+    CHECK(second.error().what() ==
+          "udp: bind " + first->local().to_string() + " failed: Address already in use");
+
+    auto bad = Addr::parse("198.18.0.1");
+    REQUIRE_FALSE(bad);
+    CHECK(bad.error().what() == "addr: '198.18.0.1' is not an address: no port (expected "
+                                "198.18.0.1:7000 or [::1]:7000)");
+}
+
+TEST_CASE("addresses parse, print and compare in both families") {
+    auto v4 = Addr::parse("198.18.0.1:7000");
+    auto v6 = Addr::parse("[::1]:7000");
+    REQUIRE(v4);
+    REQUIRE(v6);
+    CHECK(v4->to_string() == "198.18.0.1:7000");
+    CHECK(v6->to_string() == "[::1]:7000");
+    CHECK(v4->family() == AF_INET);
+    CHECK(v6->family() == AF_INET6);
+    CHECK(*v4 == *Addr::parse("198.18.0.1:7000"));
+    CHECK_FALSE(*v4 == *Addr::parse("198.18.0.1:7001"));
+    CHECK(v4->hash() == Addr::parse("198.18.0.1:7000")->hash());
+    CHECK_FALSE(Addr::parse("[::1]7000"));
+    CHECK_FALSE(Addr::parse("1.2.3.4:70000"));
+    CHECK_FALSE(Addr::parse("host:80"));
+}
