@@ -181,3 +181,27 @@ TEST_CASE("addresses parse, print and compare in both families") {
     CHECK_FALSE(Addr::parse("1.2.3.4:70000"));
     CHECK_FALSE(Addr::parse("host:80"));
 }
+
+TEST_CASE("a listener wraps every accepted peer in the stack, even from a temporary stack") {
+    // The stack is a temporary here: the listener must carry its own copy of the chunnels.
+    auto listener = make_stack(Header<'s'>{}, noop::Noop{}, Udp{}).listen(loopback());
+    REQUIRE(listener);
+    auto cli = make_stack(Header<'s'>{}, Udp{}).connect(listener->base().local());
+    REQUIRE(cli);
+    std::vector<Msg> out(1);
+    REQUIRE(cli->alloc(out) == 1);
+    REQUIRE(put(out[0], "ping"));
+    REQUIRE(cli->send(out) == 1);
+
+    auto peer = listener->accept(after(2s));
+    REQUIRE(peer);
+    REQUIRE(*peer);
+    CHECK(describe(**peer) == "header/header-s > noop/passthrough > udp/io_uring");
+    std::vector<Msg> in(2);
+    REQUIRE((*peer)->recv(in, after(2s)) == 1);
+    CHECK(text(in[0]) == "ping"); // the peer's header layer pulled the 's'
+    REQUIRE((*peer)->send(std::span(in).first(1)) == 1);
+    std::vector<Msg> back(2);
+    REQUIRE(cli->recv(back, after(2s)) == 1);
+    CHECK(text(back[0]) == "ping");
+}

@@ -96,7 +96,7 @@ public:
             auto got = base_.accept(deadline);
             if (!got) return std::unexpected(std::move(got.error()));
             if (!*got) return std::optional<PeerConn>{};
-            auto wrapped = stack_->template wrap<PeerConn>(std::move(**got), ctx_);
+            auto wrapped = stack_.template wrap<PeerConn>(std::move(**got), ctx_);
             if (!wrapped) return std::unexpected(std::move(wrapped.error()));
             return std::optional<PeerConn>(std::move(*wrapped));
         }
@@ -104,9 +104,9 @@ public:
 
     private:
         friend class Stack;
-        Listener(const Stack* s, BaseListener&& b, const ConnectContext& ctx)
+        Listener(const Stack& s, BaseListener&& b, const ConnectContext& ctx)
             : stack_(s), base_(std::move(b)), ctx_(ctx) {}
-        const Stack* stack_;
+        Stack stack_; // a copy of the chunnels: the listener may outlive a temporary stack
         BaseListener base_;
         ConnectContext ctx_;
     };
@@ -114,7 +114,7 @@ public:
     Result<Listener> listen(const Addr& local, const ConnectContext& ctx) const {
         auto base = std::get<N - 1>(chs_).listen(local, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
-        return Listener(this, std::move(*base), ctx);
+        return Listener(*this, std::move(*base), ctx);
     }
     Result<Listener> listen(const Addr& local) const { return listen(local, local_ctx()); }
 

@@ -1,0 +1,55 @@
+# Source this: two hosts as network namespaces joined by one veth pair, addresses from
+# 198.18.0.0/15 only. Names carry the pid so parallel runs never collide. (Note for pinning
+# tests: every `ip netns exec` remounts /sys, so bpffs must be mounted inside the same exec that
+# pins.) netns_cleanup removes everything and is safe to call
+# twice, and netns_pair installs it on EXIT, INT and TERM.
+#
+#   source selftests/net/netns.sh
+#   netns_pair demo            # -> $NS_A $NS_B, $ADDR_A $ADDR_B (198.18.<n>.1 / .2)
+#   in_a cmd...                # run in host A;  in_b cmd...
+#   netns_track $pid           # a process to end (by pid) at cleanup
+
+NETNS_PIDS=()
+NETNS_NAMES=()
+
+netns_cleanup() {
+    local pid ns
+    for pid in "${NETNS_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    NETNS_PIDS=()
+    for ns in "${NETNS_NAMES[@]}"; do
+        ip netns del "$ns" 2>/dev/null # takes its veth end, and so the pair, with it
+    done
+    NETNS_NAMES=()
+}
+
+netns_track() { NETNS_PIDS+=("$1"); }
+
+# netns_pair TAG [SUBNET_OCTET]: host A gets 198.18.<octet>.1/24, host B .2/24.
+netns_pair() {
+    local tag=$1 octet=${2:-$(($$ % 200 + 1))}
+    NS_A="bertha-$tag-$$-a"
+    NS_B="bertha-$tag-$$-b"
+    ADDR_A="198.18.$octet.1"
+    ADDR_B="198.18.$octet.2"
+    trap 'netns_cleanup' EXIT
+    trap 'netns_cleanup; exit 130' INT
+    trap 'netns_cleanup; exit 143' TERM
+    NETNS_NAMES+=("$NS_A" "$NS_B")
+    ip netns add "$NS_A"
+    ip netns add "$NS_B"
+    local va="vb$$a" vb="vb$$b" # veth names: at most 15 characters
+    ip link add "$va" netns "$NS_A" type veth peer name "$vb" netns "$NS_B"
+    ip -n "$NS_A" addr add "$ADDR_A/24" dev "$va"
+    ip -n "$NS_B" addr add "$ADDR_B/24" dev "$vb"
+    ip -n "$NS_A" link set lo up
+    ip -n "$NS_B" link set lo up
+    ip -n "$NS_A" link set "$va" up
+    ip -n "$NS_B" link set "$vb" up
+    IF_A=$va
+    IF_B=$vb
+}
+
+in_a() { ip netns exec "$NS_A" "$@"; }
+in_b() { ip netns exec "$NS_B" "$@"; }
