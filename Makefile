@@ -92,14 +92,20 @@ $(BPFT_BIN): $(BPFT_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
+# No '%' inside the secondary expansion: make substitutes the stem for the first '%' of the
+# prerequisite text before expanding it, which emptied the object list. $$* is the stem.
 .SECONDEXPANSION:
-$(BUILD)/examples/%: $$(patsubst %.cpp,$(BUILD)/obj/%.o,$$(wildcard examples/%/*.cpp)) $(LIB)
+$(BUILD)/examples/%: $$(addprefix $(BUILD)/obj/,$$(addsuffix .o,$$(basename $$(wildcard examples/$$*/*.cpp)))) $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 $(BUILD)/bench/%: $(BUILD)/obj/selftests/bench/%.o $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+# Keep example and benchmark objects: without this make deletes them as intermediates after
+# linking and recompiles them on every build.
+.SECONDARY: $(ALL_CXX_OBJS)
 
 -include $(ALL_CXX_OBJS:.o=.d)
 
@@ -117,7 +123,7 @@ bench: deps
 	@BUILD=$(BUILD) selftests/bench/run
 
 format:
-	clang-format -i $$(git ls-files '*.cpp' '*.hpp' '*.h' '*.c')
+	clang-format -i $$(git ls-files '*.cpp' '*.hpp' 'selftests/lib/*.h')
 
 clean:
 	rm -rf $(BUILD)

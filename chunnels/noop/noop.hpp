@@ -27,14 +27,14 @@ inline uint64_t fold(std::span<const std::byte> b) noexcept {
 }
 
 class Noop {
-public:
+  public:
     using Upper = Msg;
     using Lower = Msg;
-    static constexpr ChunnelInfo info{2, "noop", "passthrough", "noop", Match::compositional,
-                                      Scope::unilateral, Need::none};
+    static constexpr ChunnelInfo info{
+        2, "noop", "passthrough", "noop", Match::compositional, Scope::unilateral, Need::none};
 
     template <Connection Inner> class Conn {
-    public:
+      public:
         using Data = Msg;
         explicit Conn(Inner&& inner) : inner_(std::move(inner)) {}
 
@@ -49,9 +49,7 @@ public:
                 for (size_t i = 0; i < *n; ++i) digest_ ^= fold(batch[i].bytes());
             return n;
         }
-        Result<size_t> alloc(std::span<Msg> out)
-            requires CanAlloc<Inner>
-        {
+        Result<size_t> alloc(std::span<Msg> out) requires CanAlloc<Inner> {
             return inner_.alloc(out);
         }
         void describe(std::vector<std::string>& out) const {
@@ -62,16 +60,15 @@ public:
         uint64_t digest() const noexcept { return digest_; }
         Inner& inner() noexcept { return inner_; }
 
-    private:
+      private:
         Inner inner_;
         uint64_t digest_ = 0;
     };
 
     template <Connection Inner>
-        requires std::same_as<typename Inner::Data, Msg>
-    Result<Conn<Inner>> connect_wrap(Inner&& inner, const ConnectContext&) const {
-        return Conn<Inner>(std::move(inner));
-    }
+    requires std::same_as<typename Inner::Data, Msg> Result<Conn<Inner>>
+    connect_wrap(Inner&& inner, const ConnectContext&)
+    const { return Conn<Inner>(std::move(inner)); }
 };
 
 } // namespace bertha::noop

@@ -44,7 +44,8 @@ bertha_counters read_counters(const passcount* s) {
 
 TEST_CASE("passcount: a UDP packet passes unchanged and is counted with its bytes") {
     Skel s = load();
-    auto pkt = Packet().eth().ipv4("198.18.0.1", "198.18.0.2").udp(4000, 7000).payload("hi").bytes();
+    auto pkt =
+        Packet().eth().ipv4("198.18.0.1", "198.18.0.2").udp(4000, 7000).payload("hi").bytes();
     auto r = run_prog(bpf_program__fd(s->progs.bertha_passcnt), pkt);
     REQUIRE(r.err == 0);
     CHECK(r.verdict == XDP_PASS);

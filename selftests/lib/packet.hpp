@@ -15,7 +15,7 @@
 namespace bertha::test {
 
 class Packet {
-public:
+  public:
     Packet& eth(uint16_t proto = ETH_P_IP) {
         ethhdr h{};
         std::memcpy(h.h_dest, "\x02\x00\x00\x00\x00\x02", 6);
@@ -69,7 +69,7 @@ public:
         return sum;
     }
 
-private:
+  private:
     void append(const void* p, size_t n) {
         auto* b = static_cast<const uint8_t*>(p);
         buf_.insert(buf_.end(), b, b + n);

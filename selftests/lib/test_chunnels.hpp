@@ -14,8 +14,8 @@ template <char Tag, Need Needs = Need::none> struct Header {
     using Upper = Msg;
     using Lower = Msg;
     static constexpr char name[] = {'h', 'e', 'a', 'd', 'e', 'r', '-', Tag, 0};
-    static constexpr ChunnelInfo info{100, "header", name, "test", Match::exact,
-                                      Scope::multilateral, Needs};
+    static constexpr ChunnelInfo info{
+        100, "header", name, "test", Match::exact, Scope::multilateral, Needs};
 
     template <Connection Inner> struct Conn {
         using Data = Msg;
@@ -40,7 +40,7 @@ template <char Tag, Need Needs = Need::none> struct Header {
         }
         size_t strip(std::span<Msg> batch) {
             size_t kept = 0;
-                for (size_t i = 0; i < batch.size(); ++i) {
+            for (size_t i = 0; i < batch.size(); ++i) {
                 Msg& m = batch[i];
                 if (m.size() >= 1 && m.bytes()[0] == std::byte(Tag) && m.pull(1)) {
                     if (kept != i) batch[kept] = std::move(m);
@@ -52,9 +52,7 @@ template <char Tag, Need Needs = Need::none> struct Header {
             }
             return kept;
         }
-        Result<size_t> alloc(std::span<Msg> out)
-            requires CanAlloc<Inner>
-        {
+        Result<size_t> alloc(std::span<Msg> out) requires CanAlloc<Inner> {
             return inner.alloc(out);
         }
         void describe(std::vector<std::string>& out) const {
@@ -72,6 +70,8 @@ template <char Tag, Need Needs = Need::none> struct Header {
 inline std::string text(const Msg& m) {
     return std::string(reinterpret_cast<const char*>(m.data()), m.size());
 }
-inline bool put(Msg& m, std::string_view s) { return m.assign(std::as_bytes(std::span(s))); }
+inline bool put(Msg& m, std::string_view s) {
+    return m.assign(std::as_bytes(std::span(s)));
+}
 
 } // namespace bertha::test

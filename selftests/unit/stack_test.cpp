@@ -10,7 +10,9 @@ using namespace bertha::test;
 using namespace std::chrono_literals;
 
 namespace {
-Addr loopback(uint16_t port = 0) { return *Addr::parse("127.0.0.1:" + std::to_string(port)); }
+Addr loopback(uint16_t port = 0) {
+    return *Addr::parse("127.0.0.1:" + std::to_string(port));
+}
 
 HostFacts facts_with(Need granted) {
     HostFacts f;

@@ -171,7 +171,8 @@ TEST_CASE("a listener gives each peer its own connection") {
         // Interleave: every client sends one message per round.
         for (size_t round = 0; round < kEach; ++round)
             for (size_t c = 0; c < kPeers; ++c)
-                send_numbered(clients[c], 1, "c" + std::to_string(c) + "r" + std::to_string(round) + "-");
+                send_numbered(clients[c], 1,
+                              "c" + std::to_string(c) + "r" + std::to_string(round) + "-");
 
         std::vector<UdpPeerConn> peers;
         while (peers.size() < kPeers) {
@@ -199,7 +200,8 @@ TEST_CASE("a listener gives each peer its own connection") {
         CHECK(distinct.size() == kPeers);
         CHECK(listener->accept(no_wait).value() == std::nullopt);
         for (size_t c = 0; c < kPeers; ++c)
-            CHECK(recv_n(clients[c], 1) == std::vector<std::string>{"to" + std::to_string(c) + "-0"});
+            CHECK(recv_n(clients[c], 1) ==
+                  std::vector<std::string>{"to" + std::to_string(c) + "-0"});
     }
 }
 

@@ -13,7 +13,7 @@
 namespace bertha {
 
 class Addr {
-public:
+  public:
     Addr() noexcept { u_.v6 = {}; }
 
     // "198.18.0.1:7000", "[::1]:7000". The port is required.
@@ -34,7 +34,7 @@ public:
     size_t hash() const noexcept;
     friend bool operator==(const Addr& a, const Addr& b) noexcept;
 
-private:
+  private:
     union {
         sockaddr sa;
         sockaddr_in v4;

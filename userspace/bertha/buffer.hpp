@@ -16,7 +16,7 @@
 namespace bertha {
 
 class BufferPool {
-public:
+  public:
     // Slots [0, kernel_slots) are handed to the kernel (an io_uring provided-buffer ring) and
     // come back through `recycle`; the rest are kept on a free stack for sending.
     using RecycleFn = void (*)(void* ctx, uint32_t slot) noexcept;
@@ -41,15 +41,17 @@ public:
         return id;
     }
     void give_back(uint32_t id) noexcept {
-        if (id < kernel_slots_ && recycle_) recycle_(recycle_ctx_, id);
-        else free_.push_back(id);
+        if (id < kernel_slots_ && recycle_)
+            recycle_(recycle_ctx_, id);
+        else
+            free_.push_back(id);
     }
     void set_recycle(RecycleFn fn, void* ctx) noexcept {
         recycle_ = fn;
         recycle_ctx_ = ctx;
     }
 
-private:
+  private:
     BufferPool() = default;
     std::byte* base_ = nullptr;
     size_t map_len_ = 0;
@@ -62,7 +64,7 @@ private:
 // One datagram in a lent buffer: [headroom | payload | tailroom] inside one pool slot.
 // Move-only; destroying or overwriting a Msg returns its slot to the pool.
 class Msg {
-public:
+  public:
     enum Flags : uint32_t { truncated = 1u };
 
     Msg() noexcept = default;
@@ -127,7 +129,7 @@ public:
     }
     uint32_t slot() const noexcept { return slot_; }
 
-private:
+  private:
     void steal(Msg& o) noexcept {
         pool_ = o.pool_;
         slot_ = o.slot_;

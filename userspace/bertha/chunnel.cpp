@@ -9,20 +9,25 @@ namespace bertha {
 
 std::string_view to_string(Need one) noexcept {
     switch (one) {
-    case Need::none: return "nothing";
-    case Need::privilege: return "privilege";
-    case Need::xdp: return "xdp";
-    case Need::tc: return "tc";
-    case Need::af_xdp: return "af_xdp";
-    case Need::btf: return "btf";
+    case Need::none:
+        return "nothing";
+    case Need::privilege:
+        return "privilege";
+    case Need::xdp:
+        return "xdp";
+    case Need::tc:
+        return "tc";
+    case Need::af_xdp:
+        return "af_xdp";
+    case Need::btf:
+        return "btf";
     }
     return "unknown";
 }
 
 void HostFacts::deny(Need n, std::string why) {
     available &= ~uint32_t(n);
-    for (uint32_t bits = uint32_t(n); bits; bits &= bits - 1)
-        reasons[std::countr_zero(bits)] = why;
+    for (uint32_t bits = uint32_t(n); bits; bits &= bits - 1) reasons[std::countr_zero(bits)] = why;
 }
 
 std::string HostFacts::why_not(Need n) const {
@@ -46,8 +51,10 @@ HostFacts HostFacts::local() {
     bool net_admin = false;
     if (syscall(SYS_capget, &hdr, data) == 0)
         net_admin = data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32));
-    if (geteuid() == 0 || net_admin) f.grant(Need::privilege);
-    else f.deny(Need::privilege, "not root and no CAP_NET_ADMIN");
+    if (geteuid() == 0 || net_admin)
+        f.grant(Need::privilege);
+    else
+        f.deny(Need::privilege, "not root and no CAP_NET_ADMIN");
     const char* later = "not probed: interface discovery is not part of this build yet";
     f.deny(Need::xdp, later);
     f.deny(Need::tc, later);

@@ -17,7 +17,9 @@ namespace bertha {
 
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
-inline Deadline after(std::chrono::nanoseconds d) { return Clock::now() + d; }
+inline Deadline after(std::chrono::nanoseconds d) {
+    return Clock::now() + d;
+}
 inline constexpr Deadline no_wait{}; // recv returns what is ready now, never blocks
 
 // Exact chunnels (serialization, header formats) must run on both ends; compositional ones
@@ -37,17 +39,21 @@ enum class Need : uint32_t {
     af_xdp = 1u << 3,    // AF_XDP sockets on that interface
     btf = 1u << 4,       // kernel BTF (CO-RE relocations)
 };
-constexpr Need operator|(Need a, Need b) { return Need(uint32_t(a) | uint32_t(b)); }
-constexpr bool has(Need set, Need one) { return (uint32_t(set) & uint32_t(one)) != 0; }
+constexpr Need operator|(Need a, Need b) {
+    return Need(uint32_t(a) | uint32_t(b));
+}
+constexpr bool has(Need set, Need one) {
+    return (uint32_t(set) & uint32_t(one)) != 0;
+}
 std::string_view to_string(Need one) noexcept; // a single flag's name
 
 // Static description of one implementation of one chunnel. Every chunnel type carries one as
 // `static constexpr ChunnelInfo info`.
 struct ChunnelInfo {
-    uint32_t type_id;            // stable across versions and hosts: it goes on the wire
-    std::string_view chunnel;    // "shard"
-    std::string_view impl;       // "xdp" -> printed as "shard/xdp"
-    std::string_view labels;     // comma-separated capability labels, e.g. "offload,xdp"
+    uint32_t type_id;         // stable across versions and hosts: it goes on the wire
+    std::string_view chunnel; // "shard"
+    std::string_view impl;    // "xdp" -> printed as "shard/xdp"
+    std::string_view labels;  // comma-separated capability labels, e.g. "offload,xdp"
     Match match = Match::exact;
     Scope scope = Scope::multilateral;
     Need needs = Need::none;
@@ -56,8 +62,8 @@ struct ChunnelInfo {
 // What this host can do, and why not where it cannot. Later discovery probes interfaces; until
 // then a host is described by its privilege and by whatever a caller (or a test) states.
 struct HostFacts {
-    uint32_t available = 0;           // bit set of Need
-    std::string reasons[32];          // reasons[bit]: why that Need is not met
+    uint32_t available = 0;  // bit set of Need
+    std::string reasons[32]; // reasons[bit]: why that Need is not met
     bool meets(Need n) const noexcept { return (uint32_t(n) & ~available) == 0; }
     void grant(Need n) noexcept { available |= uint32_t(n); }
     void deny(Need n, std::string why);
@@ -75,14 +81,14 @@ struct ConnectContext {
 // given back when the kernel is done) and returns how many it accepted. `recv` fills up to
 // batch.size() entries and returns how many; 0 means the deadline passed with nothing to read.
 template <class C>
-concept Connection =
-    std::movable<C> && requires(C& c, const C& cc, std::span<typename C::Data> batch, Deadline d,
-                                std::vector<std::string>& out) {
-        typename C::Data;
-        { c.send(batch) } -> std::same_as<Result<size_t>>;
-        { c.recv(batch, d) } -> std::same_as<Result<size_t>>;
-        { cc.describe(out) }; // appends "chunnel/impl" names, top first
-    };
+concept Connection = std::movable<C> &&
+    requires(C& c, const C& cc, std::span<typename C::Data> batch, Deadline d,
+             std::vector<std::string>& out) {
+    typename C::Data;
+    { c.send(batch) } -> std::same_as<Result<size_t>>;
+    { c.recv(batch, d) } -> std::same_as<Result<size_t>>;
+    {cc.describe(out)}; // appends "chunnel/impl" names, top first
+};
 
 // A connection that can lend fresh, empty buffers for the application to fill and send.
 template <class C>
@@ -100,9 +106,9 @@ concept ChunnelType = requires {
 
 template <class C, class Inner>
 concept ChunnelOver = ChunnelType<C> && Connection<Inner> &&
-                      requires(const C& c, Inner&& inner, const ConnectContext& ctx) {
-                          { c.connect_wrap(std::move(inner), ctx) };
-                      };
+    requires(const C& c, Inner&& inner, const ConnectContext& ctx) {
+    {c.connect_wrap(std::move(inner), ctx)};
+};
 
 // A base chunnel makes a connection from nothing (an address): the bottom of every stack.
 // connect(peer) gives a connection to one peer; bind(local) one that talks to any peer (each
@@ -111,9 +117,9 @@ template <class B>
 concept BaseChunnel = requires(const B& b, const class Addr& a, const ConnectContext& ctx) {
     { B::info } -> std::convertible_to<const ChunnelInfo&>;
     typename B::Upper;
-    { b.connect(a, ctx) };
-    { b.bind(a, ctx) };
-    { b.listen(a, ctx) };
+    {b.connect(a, ctx)};
+    {b.bind(a, ctx)};
+    {b.listen(a, ctx)};
 };
 
 std::string name_of(const ChunnelInfo& info); // "chunnel/impl"

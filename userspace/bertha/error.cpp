@@ -6,12 +6,18 @@ namespace bertha {
 
 std::string_view to_string(Errc code) noexcept {
     switch (code) {
-    case Errc::invalid_argument: return "invalid argument";
-    case Errc::unavailable: return "unavailable";
-    case Errc::incompatible: return "incompatible";
-    case Errc::system: return "system error";
-    case Errc::no_buffers: return "no buffers";
-    case Errc::closed: return "closed";
+    case Errc::invalid_argument:
+        return "invalid argument";
+    case Errc::unavailable:
+        return "unavailable";
+    case Errc::incompatible:
+        return "incompatible";
+    case Errc::system:
+        return "system error";
+    case Errc::no_buffers:
+        return "no buffers";
+    case Errc::closed:
+        return "closed";
     }
     return "unknown error";
 }

@@ -20,7 +20,7 @@ template <class... Cs> class SelectConn {
     static_assert((std::is_same_v<typename Cs::Data, typename First::Data> && ...),
                   "select: every alternative must carry the same data type");
 
-public:
+  public:
     using Data = typename First::Data;
 
     template <size_t I, class C>
@@ -32,9 +32,7 @@ public:
     Result<size_t> recv(std::span<Data> batch, Deadline deadline) {
         return std::visit([&](auto& c) { return c.recv(batch, deadline); }, v_);
     }
-    Result<size_t> alloc(std::span<Data> out)
-        requires(CanAlloc<Cs> && ...)
-    {
+    Result<size_t> alloc(std::span<Data> out) requires(CanAlloc<Cs>&&...) {
         return std::visit([&](auto& c) { return c.alloc(out); }, v_);
     }
     void describe(std::vector<std::string>& out) const {
@@ -43,7 +41,7 @@ public:
     size_t chosen() const noexcept { return v_.index(); }
     template <class C> C* get_if() noexcept { return std::get_if<C>(&v_); }
 
-private:
+  private:
     std::variant<Cs...> v_;
 };
 
@@ -52,7 +50,7 @@ template <class... Ls> class SelectListener {
     template <class L>
     using peer_t = typename decltype(std::declval<L&>().accept(Deadline{}))::value_type::value_type;
 
-public:
+  public:
     using PeerConn = SelectConn<peer_t<Ls>...>;
 
     template <size_t I, class L>
@@ -65,17 +63,20 @@ public:
                 [&] {
                     if (v_.index() != I) return;
                     auto r = std::get<I>(v_).accept(deadline);
-                    if (!r) out = std::unexpected(std::move(r.error()));
-                    else if (*r) out = std::optional<PeerConn>(
-                                     PeerConn(std::in_place_index<I>, std::move(**r)));
+                    if (!r)
+                        out = std::unexpected(std::move(r.error()));
+                    else if (*r)
+                        out = std::optional<PeerConn>(
+                            PeerConn(std::in_place_index<I>, std::move(**r)));
                 }(),
                 ...);
-        }(std::index_sequence_for<Ls...>{});
+        }
+        (std::index_sequence_for<Ls...>{});
         return out;
     }
     size_t chosen() const noexcept { return v_.index(); }
 
-private:
+  private:
     std::variant<Ls...> v_;
 };
 
@@ -85,10 +86,10 @@ template <class... Alts> class Select {
     static_assert((std::is_same_v<typename Alts::Upper, typename First::Upper> && ...),
                   "select: every alternative must offer the same data type upward (Upper)");
 
-public:
+  public:
     using Upper = typename First::Upper;
     using Lower = typename First::Lower;
-    static constexpr ChunnelInfo info{First::info.type_id, First::info.chunnel, "select", "",
+    static constexpr ChunnelInfo info{First::info.type_id, First::info.chunnel, "select",  "",
                                       First::info.match,   First::info.scope,   Need::none};
 
     explicit Select(Alts... alts) : alts_(std::move(alts)...) {}
@@ -107,11 +108,12 @@ public:
                         pick = I;
                         return;
                     }
-                    why += (why.empty() ? "" : "; ") + name_of(in) + " " +
-                           ctx.host->why_not(in.needs);
+                    why +=
+                        (why.empty() ? "" : "; ") + name_of(in) + " " + ctx.host->why_not(in.needs);
                 }(),
                 ...);
-        }(std::index_sequence_for<Alts...>{});
+        }
+        (std::index_sequence_for<Alts...>{});
         if (pick) return *pick;
         return fail(Errc::unavailable, std::string(First::info.chunnel),
                     "no implementation of '" + std::string(First::info.chunnel) +
@@ -119,37 +121,33 @@ public:
     }
 
     template <class Inner>
-        requires(ChunnelOver<Alts, Inner> && ...)
-    auto connect_wrap(Inner&& inner, const ConnectContext& ctx) const {
+    requires(ChunnelOver<Alts, Inner>&&...) auto connect_wrap(Inner&& inner,
+                                                              const ConnectContext& ctx) const {
         using Conn = SelectConn<detail_conn_t<Alts, Inner>...>;
-        return dispatch<Conn>(ctx, [&](const auto& alt) {
-            return alt.connect_wrap(std::move(inner), ctx);
-        });
+        return dispatch<Conn>(
+            ctx, [&](const auto& alt) { return alt.connect_wrap(std::move(inner), ctx); });
     }
 
     template <class A = First>
-        requires(BaseChunnel<A>)
-    auto connect(const Addr& peer, const ConnectContext& ctx) const {
+    requires(BaseChunnel<A>) auto connect(const Addr& peer, const ConnectContext& ctx) const {
         using Conn = SelectConn<typename decltype(std::declval<const Alts&>().connect(
             peer, ctx))::value_type...>;
         return dispatch<Conn>(ctx, [&](const auto& alt) { return alt.connect(peer, ctx); });
     }
     template <class A = First>
-        requires(BaseChunnel<A>)
-    auto bind(const Addr& local, const ConnectContext& ctx) const {
+    requires(BaseChunnel<A>) auto bind(const Addr& local, const ConnectContext& ctx) const {
         using Conn = SelectConn<typename decltype(std::declval<const Alts&>().bind(
             local, ctx))::value_type...>;
         return dispatch<Conn>(ctx, [&](const auto& alt) { return alt.bind(local, ctx); });
     }
     template <class A = First>
-        requires(BaseChunnel<A>)
-    auto listen(const Addr& local, const ConnectContext& ctx) const {
+    requires(BaseChunnel<A>) auto listen(const Addr& local, const ConnectContext& ctx) const {
         using L = SelectListener<typename decltype(std::declval<const Alts&>().listen(
             local, ctx))::value_type...>;
         return dispatch<L>(ctx, [&](const auto& alt) { return alt.listen(local, ctx); });
     }
 
-private:
+  private:
     template <class Ch, class Inner>
     using detail_conn_t = typename decltype(std::declval<const Ch&>().connect_wrap(
         std::declval<Inner&&>(), std::declval<const ConnectContext&>()))::value_type;
@@ -165,11 +163,14 @@ private:
                 [&] {
                     if (I != *idx) return;
                     auto r = make(std::get<I>(alts_));
-                    if (!r) out.emplace(std::unexpected(std::move(r.error())));
-                    else out.emplace(Conn(std::in_place_index<I>, std::move(*r)));
+                    if (!r)
+                        out.emplace(std::unexpected(std::move(r.error())));
+                    else
+                        out.emplace(Conn(std::in_place_index<I>, std::move(*r)));
                 }(),
                 ...);
-        }(std::index_sequence_for<Alts...>{});
+        }
+        (std::index_sequence_for<Alts...>{});
         return std::move(*out);
     }
 

@@ -59,7 +59,7 @@ template <class... Chs> class Stack {
     template <class BaseConn>
     using final_t = typename final_of<BaseConn, std::make_index_sequence<N - 1>>::type;
 
-public:
+  public:
     explicit Stack(Chs... chs) : chs_(std::move(chs)...) {}
 
     using ClientConn = final_t<typename decltype(std::declval<const Base&>().connect(
@@ -85,7 +85,7 @@ public:
 
     // A listener on `local`; accept() yields one wrapped connection per new peer.
     class Listener {
-    public:
+      public:
         using BaseListener = typename decltype(std::declval<const Base&>().listen(
             std::declval<const Addr&>(), std::declval<const ConnectContext&>()))::value_type;
         using PeerConn = final_t<typename decltype(std::declval<BaseListener&>().accept(
@@ -102,7 +102,7 @@ public:
         }
         BaseListener& base() { return base_; }
 
-    private:
+      private:
         friend class Stack;
         Listener(const Stack& s, BaseListener&& b, const ConnectContext& ctx)
             : stack_(s), base_(std::move(b)), ctx_(ctx) {}
@@ -118,7 +118,7 @@ public:
     }
     Result<Listener> listen(const Addr& local) const { return listen(local, local_ctx()); }
 
-private:
+  private:
     static const ConnectContext& local_ctx() {
         static const HostFacts facts = HostFacts::local();
         static const ConnectContext ctx{&facts};

@@ -30,7 +30,7 @@ uint32_t next_pow2(uint32_t v) {
 
 // A fixed-capacity FIFO of messages; storage is allocated once.
 class MsgRing {
-public:
+  public:
     explicit MsgRing(uint32_t capacity) : slots_(next_pow2(capacity)), mask_(slots_.size() - 1) {}
     bool push(Msg&& m) {
         if (count_ == slots_.size()) return false;
@@ -49,7 +49,7 @@ public:
         while (count_) pop();
     }
 
-private:
+  private:
     std::vector<Msg> slots_;
     size_t mask_, head_ = 0, count_ = 0;
 };
@@ -60,7 +60,7 @@ private:
 // UdpEngine: the socket, the ring and the buffers behind every udp connection shape.
 
 class UdpEngine {
-public:
+  public:
     static Result<std::unique_ptr<UdpEngine>> create(const Addr& addr, bool connect_to,
                                                      const UdpOptions& o);
     ~UdpEngine();
@@ -78,7 +78,7 @@ public:
     const Addr& local() const { return local_; }
     UdpStats stats;
 
-private:
+  private:
     UdpEngine(const UdpOptions& o) : opts_(o), stash_(o.recv_slots + o.send_slots) {}
     Result<void> setup_ring();
     bool setup_buf_ring();
@@ -130,8 +130,7 @@ private:
 
 Result<std::unique_ptr<UdpEngine>> UdpEngine::create(const Addr& addr, bool connect_to,
                                                      const UdpOptions& o) {
-    if (addr.empty())
-        return fail(Errc::invalid_argument, "udp", "no address given");
+    if (addr.empty()) return fail(Errc::invalid_argument, "udp", "no address given");
     if (o.headroom < sizeof(io_uring_recvmsg_out) + Addr::capacity() ||
         o.headroom + 64 > o.slot_size)
         return fail(Errc::invalid_argument, "udp",
@@ -181,12 +180,12 @@ Result<void> UdpEngine::setup_ring() {
     if (rc < 0) return fail_sys(who(), "io_uring_queue_init failed", -rc);
     ring_ok_ = true;
 
-    bool want_multishot = opts_.recv_mode != UdpOptions::RecvMode::plain &&
-                          (opts_.recv_mode == UdpOptions::RecvMode::multishot ||
-                           Udp::kernel_has_multishot());
+    bool want_multishot =
+        opts_.recv_mode != UdpOptions::RecvMode::plain &&
+        (opts_.recv_mode == UdpOptions::RecvMode::multishot || Udp::kernel_has_multishot());
     uint32_t kernel_slots = want_multishot ? opts_.recv_slots : 0;
-    auto pool = BufferPool::create(opts_.recv_slots + opts_.send_slots, opts_.slot_size,
-                                   kernel_slots);
+    auto pool =
+        BufferPool::create(opts_.recv_slots + opts_.send_slots, opts_.slot_size, kernel_slots);
     if (!pool) return std::unexpected(std::move(pool.error()));
     pool_ = std::move(*pool);
     payload_off_ = opts_.headroom;
@@ -315,8 +314,10 @@ template <class Sink> void UdpEngine::handle(io_uring_cqe* cqe, Sink& sink, size
         ++stats.received;
         if (m.is_truncated()) ++stats.truncated;
         received_any_ = true;
-        if (sink(std::move(m))) ++delivered;
-        else stash_.push(std::move(m)); // cannot fail: one stash place per pool slot
+        if (sink(std::move(m)))
+            ++delivered;
+        else
+            stash_.push(std::move(m)); // cannot fail: one stash place per pool slot
     };
 
     if (kind == kSend) {
@@ -325,8 +326,9 @@ template <class Sink> void UdpEngine::handle(io_uring_cqe* cqe, Sink& sink, size
             ++stats.send_errors;
             if (!send_error_)
                 send_error_ = Error{Errc::system, who(),
-                                    "send to " + (connected_ ? std::string("the connected peer")
-                                                             : s.msg.peer().to_string()) +
+                                    "send to " +
+                                        (connected_ ? std::string("the connected peer")
+                                                    : s.msg.peer().to_string()) +
                                         " failed",
                                     -res};
         } else {
@@ -361,8 +363,8 @@ template <class Sink> void UdpEngine::handle(io_uring_cqe* cqe, Sink& sink, size
         }
         uint32_t copied = uint32_t(res) - payload_off_;
         Msg m(pool_.get(), bid, payload_off_, std::min(out->payloadlen, copied));
-        m.set_peer(Addr::from_sockaddr(static_cast<sockaddr*>(io_uring_recvmsg_name(out)),
-                                       out->namelen));
+        m.set_peer(
+            Addr::from_sockaddr(static_cast<sockaddr*>(io_uring_recvmsg_name(out)), out->namelen));
         if (out->flags & MSG_TRUNC) m.set_flags(Msg::truncated);
         deliver(std::move(m));
     } else if (kind == kRecvPlain) {
@@ -378,8 +380,7 @@ template <class Sink> void UdpEngine::handle(io_uring_cqe* cqe, Sink& sink, size
         }
         uint32_t cap = opts_.slot_size - payload_off_;
         Msg m(pool_.get(), slot, payload_off_, std::min(uint32_t(res), cap));
-        m.set_peer(
-            Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&pr.name), pr.mh.msg_namelen));
+        m.set_peer(Addr::from_sockaddr(reinterpret_cast<sockaddr*>(&pr.name), pr.mh.msg_namelen));
         if (uint32_t(res) > cap) m.set_flags(Msg::truncated);
         deliver(std::move(m));
     }
@@ -500,7 +501,9 @@ UdpConn::UdpConn(UdpConn&&) noexcept = default;
 UdpConn& UdpConn::operator=(UdpConn&&) noexcept = default;
 UdpConn::~UdpConn() = default;
 
-Result<size_t> UdpConn::send(std::span<Msg> batch) { return e_->send(batch, nullptr); }
+Result<size_t> UdpConn::send(std::span<Msg> batch) {
+    return e_->send(batch, nullptr);
+}
 
 Result<size_t> UdpConn::recv(std::span<Msg> batch, Deadline deadline) {
     size_t n = 0;
@@ -515,17 +518,27 @@ Result<size_t> UdpConn::recv(std::span<Msg> batch, Deadline deadline) {
     return n;
 }
 
-Result<size_t> UdpConn::alloc(std::span<Msg> out) { return e_->alloc(out); }
-void UdpConn::describe(std::vector<std::string>& out) const { out.push_back(name_of(info)); }
-Addr UdpConn::local() const { return e_->local(); }
-bool UdpConn::multishot() const { return e_->multishot(); }
-const UdpStats& UdpConn::stats() const { return e_->stats; }
+Result<size_t> UdpConn::alloc(std::span<Msg> out) {
+    return e_->alloc(out);
+}
+void UdpConn::describe(std::vector<std::string>& out) const {
+    out.push_back(name_of(info));
+}
+Addr UdpConn::local() const {
+    return e_->local();
+}
+bool UdpConn::multishot() const {
+    return e_->multishot();
+}
+const UdpStats& UdpConn::stats() const {
+    return e_->stats;
+}
 
 // ---------------------------------------------------------------------------------------------
 // UdpDemux: one listening socket, one queue per peer, new peers waiting to be accepted.
 
 class UdpDemux {
-public:
+  public:
     UdpDemux(std::unique_ptr<UdpEngine> e, const UdpOptions& o) : e_(std::move(e)), opts_(o) {}
 
     // Receive until something is routed or the deadline passes.
@@ -603,7 +616,9 @@ UdpPeerConn::~UdpPeerConn() {
     if (d_) d_->close_queue(queue_);
 }
 
-Result<size_t> UdpPeerConn::send(std::span<Msg> batch) { return d_->e_->send(batch, &peer_); }
+Result<size_t> UdpPeerConn::send(std::span<Msg> batch) {
+    return d_->e_->send(batch, &peer_);
+}
 
 Result<size_t> UdpPeerConn::recv(std::span<Msg> batch, Deadline deadline) {
     if (batch.empty()) return size_t(0);
@@ -618,7 +633,9 @@ Result<size_t> UdpPeerConn::recv(std::span<Msg> batch, Deadline deadline) {
     }
 }
 
-Result<size_t> UdpPeerConn::alloc(std::span<Msg> out) { return d_->e_->alloc(out); }
+Result<size_t> UdpPeerConn::alloc(std::span<Msg> out) {
+    return d_->e_->alloc(out);
+}
 void UdpPeerConn::describe(std::vector<std::string>& out) const {
     out.push_back(name_of(UdpConn::info));
 }
@@ -640,8 +657,12 @@ Result<std::optional<UdpPeerConn>> UdpListener::accept(Deadline deadline) {
     }
 }
 
-Addr UdpListener::local() const { return d_->e_->local(); }
-const UdpStats& UdpListener::stats() const { return d_->e_->stats; }
+Addr UdpListener::local() const {
+    return d_->e_->local();
+}
+const UdpStats& UdpListener::stats() const {
+    return d_->e_->stats;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Udp: the base chunnel.

@@ -42,10 +42,10 @@ struct UdpStats {
 
 // A connection on the udp base: connected to one peer (connect) or talking to any (bind).
 class UdpConn {
-public:
+  public:
     using Data = Msg;
-    static constexpr ChunnelInfo info{1, "udp", "io_uring", "base,udp,io_uring",
-                                      Match::exact, Scope::unilateral, Need::none};
+    static constexpr ChunnelInfo info{
+        1, "udp", "io_uring", "base,udp,io_uring", Match::exact, Scope::unilateral, Need::none};
 
     UdpConn(UdpConn&&) noexcept;
     UdpConn& operator=(UdpConn&&) noexcept;
@@ -63,7 +63,7 @@ public:
     bool multishot() const; // which receive path is in use
     const UdpStats& stats() const;
 
-private:
+  private:
     friend class Udp;
     explicit UdpConn(std::unique_ptr<UdpEngine> e);
     std::unique_ptr<UdpEngine> e_;
@@ -71,7 +71,7 @@ private:
 
 // One peer of a listener. Shares the listener's socket and ring; same thread only.
 class UdpPeerConn {
-public:
+  public:
     using Data = Msg;
     UdpPeerConn(UdpPeerConn&&) noexcept;
     UdpPeerConn& operator=(UdpPeerConn&&) noexcept;
@@ -83,7 +83,7 @@ public:
     void describe(std::vector<std::string>& out) const;
     const Addr& peer() const { return peer_; }
 
-private:
+  private:
     friend class UdpListener;
     UdpPeerConn(std::shared_ptr<UdpDemux> d, uint32_t queue, const Addr& peer);
     std::shared_ptr<UdpDemux> d_;
@@ -92,7 +92,7 @@ private:
 };
 
 class UdpListener {
-public:
+  public:
     UdpListener(UdpListener&&) noexcept;
     UdpListener& operator=(UdpListener&&) noexcept;
     ~UdpListener();
@@ -101,7 +101,7 @@ public:
     Addr local() const;
     const UdpStats& stats() const;
 
-private:
+  private:
     friend class Udp;
     explicit UdpListener(std::shared_ptr<UdpDemux> d);
     std::shared_ptr<UdpDemux> d_;
@@ -109,7 +109,7 @@ private:
 
 // The base chunnel itself: a factory of the three connection shapes.
 class Udp {
-public:
+  public:
     using Upper = Msg;
     using Lower = void;
     static constexpr ChunnelInfo info = UdpConn::info;
@@ -124,7 +124,7 @@ public:
     // Does this kernel have multishot recvmsg with provided-buffer rings? (cached per process)
     static bool kernel_has_multishot();
 
-private:
+  private:
     UdpOptions opts_;
 };
 

@@ -5,8 +5,13 @@
 struct WantsInts {
     using Upper = std::string;
     using Lower = int;
-    static constexpr bertha::ChunnelInfo info{900, "wants-ints", "test", "", bertha::Match::exact,
-                                              bertha::Scope::multilateral, bertha::Need::none};
+    static constexpr bertha::ChunnelInfo info{900,
+                                              "wants-ints",
+                                              "test",
+                                              "",
+                                              bertha::Match::exact,
+                                              bertha::Scope::multilateral,
+                                              bertha::Need::none};
 };
 
 int main() {

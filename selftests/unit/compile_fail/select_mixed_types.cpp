@@ -6,8 +6,13 @@
 struct Strings {
     using Upper = std::string;
     using Lower = bertha::Msg;
-    static constexpr bertha::ChunnelInfo info{901, "strings", "test", "", bertha::Match::exact,
-                                              bertha::Scope::multilateral, bertha::Need::none};
+    static constexpr bertha::ChunnelInfo info{901,
+                                              "strings",
+                                              "test",
+                                              "",
+                                              bertha::Match::exact,
+                                              bertha::Scope::multilateral,
+                                              bertha::Need::none};
 };
 
 int main() {
