@@ -207,3 +207,17 @@ TEST_CASE("a listener wraps every accepted peer in the stack, even from a tempor
     REQUIRE(cli->recv(back, after(2s)) == 1);
     CHECK(text(back[0]) == "ping");
 }
+
+TEST_CASE("noop::fold depends on every byte, at every length and position") {
+    for (size_t len : {1u, 7u, 8u, 63u, 64u, 65u, 200u, 1400u}) {
+        std::vector<std::byte> b(len, std::byte{0x5a});
+        uint64_t base = noop::fold(b);
+        for (size_t pos = 0; pos < len; ++pos) {
+            b[pos] ^= std::byte{1};
+            CHECK_MESSAGE(noop::fold(b) != base, "len ", len, " pos ", pos);
+            b[pos] ^= std::byte{1};
+        }
+    }
+    std::vector<std::byte> zeros(64, std::byte{0}), fewer(63, std::byte{0});
+    CHECK(noop::fold(zeros) != noop::fold(fewer)); // the length counts too
+}

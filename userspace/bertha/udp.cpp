@@ -406,6 +406,9 @@ template <class Sink> size_t UdpEngine::harvest(Sink& sink) {
 
 template <class Sink> Result<size_t> UdpEngine::wait_into(Sink&& sink, Deadline deadline) {
     for (;;) {
+        // Re-arm first: a multishot receive that ended (the kernel ran out of buffers) goes
+        // out with the next enter, even while the stash still has messages to hand over.
+        refill();
         size_t n = harvest(sink);
         if (n) return n;
         if (recv_error_) {
@@ -413,7 +416,7 @@ template <class Sink> Result<size_t> UdpEngine::wait_into(Sink&& sink, Deadline 
             recv_error_.reset();
             return std::unexpected(std::move(e));
         }
-        refill();
+        refill(); // harvest may have ended the multishot request or freed plain slots
         auto now = Clock::now();
         auto left = deadline > now ? deadline - now : Clock::duration::zero();
         auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
