@@ -626,8 +626,9 @@ void write_json(const Config& cfg, const std::vector<Variant>& vars,
 }
 
 // The plot's input, next to the JSON: one row per size, and for every variant but the
-// baseline its msgs/s ratio and its CPU ratio, each with the paired min and max (gnuplot's
-// histogram error bars).
+// baseline its paired msgs/s ratio and paired CPU ratio (median over repetitions of variant /
+// baseline in the same repetition: robust to the slow phases of a shared machine, which hit a
+// whole repetition), each with the paired min and max (gnuplot's histogram error bars).
 void write_tsv(const Config& cfg, const std::vector<Variant>& vars,
                const std::vector<Cell>& cells) {
     if (cfg.out.empty()) return;
@@ -645,8 +646,9 @@ void write_tsv(const Config& cfg, const std::vector<Variant>& vars,
         std::fprintf(f, "%u", cells[row].size);
         for (size_t i = 1; i < vars.size(); ++i) {
             const Cell& c = cells[row + i];
-            std::fprintf(f, "\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f", c.ratio, c.paired.min,
-                         c.paired.max, c.cpu_ratio, c.cpu_paired.min, c.cpu_paired.max);
+            std::fprintf(f, "\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f", c.paired.median,
+                         c.paired.min, c.paired.max, c.cpu_paired.median, c.cpu_paired.min,
+                         c.cpu_paired.max);
         }
         std::fprintf(f, "\n");
     }

@@ -1,7 +1,7 @@
 # stack_overhead: two panels by message size, every variant relative to the inline io_uring loop
 # (= 1). Top: echo msgs/s (higher is better). Bottom: CPU-us per message, server + client
-# (lower is better): the steadier view on a shared machine. Bars are the ratios of the medians,
-# whiskers span the per-repetition (paired) ratios.
+# (lower is better). Bars are the paired ratios (median over repetitions of variant / baseline
+# measured in the same repetition), whiskers span their min and max.
 # Usage: gnuplot -e "dir='build/bench'" selftests/bench/stack_overhead.gp
 if (!exists("dir")) dir = "build/bench"
 data = dir."/stack_overhead.tsv"
