@@ -1,6 +1,8 @@
 # Bertha for Linux. `make demo` and `make test` are the two commands a new user runs; both
 # install what they need first (`make deps`). Everything built goes under build/.
 
+# `make test` and `make demo` are what users type: build on every core without being asked.
+MAKEFLAGS += -j$(shell nproc) --output-sync=target
 BUILD    ?= build
 CXX      ?= g++
 CLANG    ?= clang
