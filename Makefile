@@ -56,10 +56,12 @@ deps:
 	if [ -n "$$missing" ]; then \
 	    echo "deps: installing from Debian:$$missing"; \
 	    if [ "$$(id -u)" != 0 ]; then echo "deps: apt-get needs root; install:$$missing" >&2; exit 1; fi; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
-	        >$(if $(V),/dev/stdout,/dev/null) \
-	    || { echo "deps: apt-get install failed for:$$missing" >&2; exit 1; }; \
+	    log=$$(mktemp); \
+	    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	    } >"$$log" 2>&1 || { cat "$$log" >&2; rm -f "$$log"; \
+	        echo "deps: apt-get install failed for:$$missing" >&2; exit 1; }; \
+	    rm -f "$$log"; \
 	fi
 
 # ---- BPF: clang -> object -> bpftool skeleton, which the user objects include ----------------
