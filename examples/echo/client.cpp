@@ -1,6 +1,6 @@
 // The echo client: a closed loop with a fixed number of messages in flight. Each message
 // carries its sequence number and send time (wire.hpp); each reply is checked against the
-// ledger (ledger.hpp) and its round-trip time recorded (histogram.hpp). Everything the loop
+// ledger (ledger.hpp) and its round-trip time recorded (bertha/histogram.hpp). Everything the loop
 // touches is allocated before it starts: the per-message work is a few stores and loads.
 #include "echo.hpp"
 #include "ledger.hpp"

@@ -2,7 +2,7 @@
 // object for scripts (demo.sh reads it to build its comparison table).
 #pragma once
 
-#include "histogram.hpp"
+#include "bertha/histogram.hpp"
 
 #include <cstdint>
 #include <string>

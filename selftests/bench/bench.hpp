@@ -67,56 +67,6 @@ inline int64_t cpu_ns(clockid_t id) {
     return int64_t(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-// Log-linear histogram of nanosecond values: 32 sub-buckets per power of two (~3% resolution),
-// a fixed array, so recording is a few instructions and never allocates.
-class Histogram {
-  public:
-    static constexpr int kSub = 5; // 2^5 sub-buckets per octave
-    static constexpr int kOctaves = 40;
-
-    void record(uint64_t v) noexcept {
-        ++count_;
-        ++b_[index(v)];
-    }
-    uint64_t count() const noexcept { return count_; }
-    void clear() noexcept {
-        b_.fill(0);
-        count_ = 0;
-    }
-    // The value below which a fraction q of the recorded values lie (bucket midpoint).
-    double quantile(double q) const noexcept {
-        if (!count_) return NAN;
-        uint64_t want = uint64_t(std::ceil(q * double(count_)));
-        if (want == 0) want = 1;
-        uint64_t seen = 0;
-        for (size_t i = 0; i < b_.size(); ++i) {
-            seen += b_[i];
-            if (seen >= want) return midpoint(i);
-        }
-        return midpoint(b_.size() - 1);
-    }
-
-  private:
-    static size_t index(uint64_t v) noexcept {
-        if (v < (1u << kSub)) return size_t(v); // exact below 32 ns
-        int top = 63 - std::countl_zero(v);     // v in [2^top, 2^(top+1))
-        int octave = top - kSub + 1;
-        size_t sub = size_t(v >> (top - kSub)) & ((1u << kSub) - 1);
-        size_t i = (size_t(octave) << kSub) + sub;
-        return std::min(i, size_t(kOctaves << kSub) - 1);
-    }
-    static double midpoint(size_t i) noexcept {
-        if (i < (1u << kSub)) return double(i);
-        int octave = int(i >> kSub);
-        double sub = double(i & ((1u << kSub) - 1));
-        double lo = std::ldexp(1.0 + sub / (1u << kSub), octave + kSub - 1);
-        double width = std::ldexp(1.0 / (1u << kSub), octave + kSub - 1);
-        return lo + width / 2;
-    }
-    std::array<uint64_t, size_t(kOctaves) << kSub> b_{};
-    uint64_t count_ = 0;
-};
-
 // Order statistics of a handful of repetitions (copies: the raw values stay in order).
 struct Summary {
     double min = NAN, median = NAN, max = NAN;

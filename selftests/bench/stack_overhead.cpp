@@ -15,6 +15,7 @@
 #include "mmsg_udp.hpp"
 
 #include "bertha/bertha.hpp"
+#include "bertha/histogram.hpp"
 #include "noop/noop.hpp"
 
 #include <arpa/inet.h>
@@ -327,7 +328,7 @@ struct Trial {
 // The client's closed loop on the calling thread. Returns the measured figures.
 template <class Client>
 void drive(Client& c, const Config& cfg, uint32_t size, clockid_t srv_clock, Trial& t,
-           bench::Histogram& rtt) {
+           bertha::Histogram& rtt) {
     const auto t0 = Clock::now();
     const auto t_measure =
         t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.warmup));
@@ -381,8 +382,8 @@ void drive(Client& c, const Config& cfg, uint32_t size, clockid_t srv_clock, Tri
         t.msgs_per_s = double(received) / t.measured_s;
         t.srv_cpu_us = double(srv1 - srv0) / 1e3 / double(received);
         t.cli_cpu_us = double(cli1 - cli0) / 1e3 / double(received);
-        t.rtt_p50_us = rtt.quantile(0.50) / 1e3;
-        t.rtt_p99_us = rtt.quantile(0.99) / 1e3;
+        t.rtt_p50_us = double(rtt.percentile(50.0)) / 1e3;
+        t.rtt_p99_us = double(rtt.percentile(99.0)) / 1e3;
     }
 }
 
@@ -394,7 +395,7 @@ struct Cpus {
 // thread (its ring and standing receive belong there), the client on the client thread.
 template <class Server, class Client>
 Trial run_trial(const Config& cfg, uint32_t size, Cpus cpus, std::string& describe,
-                bench::Histogram& rtt) {
+                bertha::Histogram& rtt) {
     Trial t;
     std::atomic<int> port{0}; // 0 until the server listens (it dies on failure)
     std::atomic<bool> stop{false};
@@ -423,7 +424,7 @@ Trial run_trial(const Config& cfg, uint32_t size, Cpus cpus, std::string& descri
     return t;
 }
 
-using TrialFn = Trial (*)(const Config&, uint32_t, Cpus, std::string&, bench::Histogram&);
+using TrialFn = Trial (*)(const Config&, uint32_t, Cpus, std::string&, bertha::Histogram&);
 
 struct Variant {
     const char* name;
@@ -646,9 +647,8 @@ void write_tsv(const Config& cfg, const std::vector<Variant>& vars,
         std::fprintf(f, "%u", cells[row].size);
         for (size_t i = 1; i < vars.size(); ++i) {
             const Cell& c = cells[row + i];
-            std::fprintf(f, "\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f", c.paired.median,
-                         c.paired.min, c.paired.max, c.cpu_paired.median, c.cpu_paired.min,
-                         c.cpu_paired.max);
+            std::fprintf(f, "\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f\t%.4f", c.paired.median, c.paired.min,
+                         c.paired.max, c.cpu_paired.median, c.cpu_paired.min, c.cpu_paired.max);
         }
         std::fprintf(f, "\n");
     }
@@ -685,7 +685,7 @@ int main(int argc, char** argv) {
         cfg.pin = false; // one CPU: pinning both threads to it would only add contention
 
     // Allocated once: the histogram is large and the client thread reuses it trial after trial.
-    auto rtt = std::make_unique<bench::Histogram>();
+    auto rtt = std::make_unique<bertha::Histogram>();
     std::vector<Trial> trials;
     trials.reserve(size_t(cfg.reps) * cfg.sizes.size() * vars.size());
     const auto started = Clock::now();

@@ -11,7 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace bertha::echo {
+namespace bertha {
 
 class Histogram {
   public:
@@ -30,6 +30,12 @@ class Histogram {
         max_ = std::max(max_, v);
     }
 
+    void clear() noexcept {
+        counts_.fill(0);
+        count_ = 0;
+        min_ = UINT64_MAX;
+        max_ = 0;
+    }
     uint64_t count() const noexcept { return count_; }
     uint64_t min() const noexcept { return count_ ? min_ : 0; }
     uint64_t max() const noexcept { return max_; }
@@ -69,4 +75,4 @@ class Histogram {
     uint64_t max_ = 0;
 };
 
-} // namespace bertha::echo
+} // namespace bertha
