@@ -78,6 +78,7 @@ class Noop {
         // The fold of everything that passed: proof the bytes were read.
         uint64_t digest() const noexcept { return digest_; }
         Inner& inner() noexcept { return inner_; }
+        Inner into_inner() && { return std::move(inner_); }
 
       private:
         Inner inner_;

@@ -187,7 +187,8 @@ template <class Ch, size_t K> struct StackClient {
     using Conn = typename decltype(chunnel_stack<Ch, K>())::ClientConn;
     StackClient(uint16_t port, std::chrono::microseconds)
         : conn(must(chunnel_stack<Ch, K>().connect(
-                        *bertha::Addr::parse("127.0.0.1:" + std::to_string(port))),
+                        *bertha::Addr::parse("127.0.0.1:" + std::to_string(port)),
+                        bertha::prearranged), // the echo server is bound: pre-arranged stack
                     "connect")) {}
     size_t send(size_t n, uint32_t size, uint64_t stamp) {
         size_t got = must(conn.alloc(std::span(b.data(), n)), "alloc");

@@ -59,6 +59,7 @@ template <char Tag, Need Needs = Need::none> struct Header {
             out.push_back(name_of(info));
             inner.describe(out);
         }
+        Inner into_inner() && { return std::move(inner); }
     };
 
     template <Connection Inner>

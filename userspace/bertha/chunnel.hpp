@@ -29,14 +29,16 @@ enum class Match : uint8_t { exact, compositional };
 // peer's agreement.
 enum class Scope : uint8_t { unilateral, multilateral };
 
-// What an implementation needs from the host. Discovery fills HostFacts; select never picks an
-// implementation whose requirements the host does not meet.
+// What an implementation needs from the host. Discovery (bertha/discovery.hpp) fills HostFacts;
+// select never picks an implementation whose requirements the host does not meet. A need is met
+// only when this process can really use it: an XDP or TC hook counts when its programs can be
+// loaded here (privilege) or by the loader agent.
 enum class Need : uint32_t {
     none = 0,
-    privilege = 1u << 0, // CAP_NET_ADMIN / CAP_BPF, or a reachable loader agent
-    xdp = 1u << 1,       // an XDP hook on the interface towards the peer
-    tc = 1u << 2,        // a TC egress hook (tcx or clsact)
-    af_xdp = 1u << 3,    // AF_XDP sockets on that interface
+    privilege = 1u << 0, // CAP_NET_ADMIN + CAP_BPF (BPF programs load), or a reachable agent
+    xdp = 1u << 1,       // XDP *native* (driver mode) on the interface towards the peer
+    tc = 1u << 2,        // a TC egress hook (tcx or clsact) and SCHED_CLS programs load
+    af_xdp = 1u << 3,    // AF_XDP sockets bind (copy mode at least) on that interface
     btf = 1u << 4,       // kernel BTF (CO-RE relocations)
 };
 constexpr Need operator|(Need a, Need b) {
@@ -49,18 +51,26 @@ std::string_view to_string(Need one) noexcept; // a single flag's name
 
 // Static description of one implementation of one chunnel. Every chunnel type carries one as
 // `static constexpr ChunnelInfo info`.
+// Where an implementation does its work. Exact chunnels run at both ends; a compositional one
+// runs at one end and the other end passes messages through (shard/client: the client hashes;
+// shard/xdp: the server's XDP hook steers).
+enum class Where : uint8_t { both, client, server };
+// Which end of a connection this host is.
+enum class Side : uint8_t { client, server };
+
 struct ChunnelInfo {
     uint32_t type_id;         // stable across versions and hosts: it goes on the wire
-    std::string_view chunnel; // "shard"
-    std::string_view impl;    // "xdp" -> printed as "shard/xdp"
+    std::string_view chunnel; // "shard": [a-z0-9._-], at most 48 characters
+    std::string_view impl;    // "xdp" -> printed as "shard/xdp"; same character set
     std::string_view labels;  // comma-separated capability labels, e.g. "offload,xdp"
     Match match = Match::exact;
     Scope scope = Scope::multilateral;
     Need needs = Need::none;
+    Where where = Where::both;
 };
 
-// What this host can do, and why not where it cannot. Later discovery probes interfaces; until
-// then a host is described by its privilege and by whatever a caller (or a test) states.
+// What this host can do, and why not where it cannot: filled by discovery (probe(&peer).facts
+// for the interface towards a peer), or stated by a caller (or a test).
 struct HostFacts {
     uint32_t available = 0;  // bit set of Need
     std::string reasons[32]; // reasons[bit]: why that Need is not met
@@ -69,12 +79,19 @@ struct HostFacts {
     void deny(Need n, std::string why);
     std::string why_not(Need n) const; // "needs xdp (reason); needs privilege (reason)"
 
-    static HostFacts local(); // privilege only: effective uid 0 or CAP_NET_ADMIN
+    // probe().facts: host-wide facts with no peer, so xdp and af_xdp are denied (no interface).
+    static HostFacts local();
 };
 
 // What `connect_wrap` is told: the host's facts (and, later, the negotiated choices).
 struct ConnectContext {
     const HostFacts* host = nullptr;
+    Side side = Side::client;
+    // Set by negotiation for the chunnel being wrapped: the implementation both ends agreed on
+    // ("" = no negotiation: choose locally), and the parameters the serving end contributed
+    // for it (a chunnel contributes them with `std::vector<uint8_t> params() const`).
+    std::string_view chosen = {};
+    std::span<const uint8_t> params = {};
 };
 
 // A connection moves batches of Data. `send` consumes the batch (messages handed on, slots
@@ -95,6 +112,10 @@ template <class C>
 concept CanAlloc = requires(C& c, std::span<typename C::Data> out) {
     { c.alloc(out) } -> std::same_as<Result<size_t>>;
 };
+
+// A connection that can hand back the one it wraps (to rebuild a stack under another choice).
+template <class C>
+concept Unwrappable = requires(C&& c) { std::move(c).into_inner(); };
 
 // A chunnel stage: turns a connection carrying Lower into one carrying Upper.
 template <class C>

@@ -41,6 +41,16 @@ template <class... Cs> class SelectConn {
     size_t chosen() const noexcept { return v_.index(); }
     template <class C> C* get_if() noexcept { return std::get_if<C>(&v_); }
 
+    // The connection below, whichever alternative is running (they all wrap the same one):
+    // lets a stack be rebuilt under another choice.
+    auto into_inner() &&
+        requires(Unwrappable<Cs> && ...)
+    {
+        using Inner = decltype(std::declval<First&&>().into_inner());
+        return std::visit([](auto&& c) -> Inner { return std::move(c).into_inner(); },
+                          std::move(v_));
+    }
+
   private:
     std::variant<Cs...> v_;
 };
@@ -97,6 +107,7 @@ template <class... Alts> class Select {
     // Index of the first alternative whose needs the host meets, or an error that names the
     // chunnel and says why each alternative cannot run.
     Result<size_t> resolve(const ConnectContext& ctx) const {
+        if (!ctx.chosen.empty()) return resolve_chosen(ctx.chosen);
         std::optional<size_t> pick;
         std::string why;
         [&]<size_t... I>(std::index_sequence<I...>) {
@@ -118,6 +129,25 @@ template <class... Alts> class Select {
         return fail(Errc::unavailable, std::string(First::info.chunnel),
                     "no implementation of '" + std::string(First::info.chunnel) +
                         "' can run on this host: " + why);
+    }
+
+    // The alternatives as negotiation offers them: in order, ranked 0, 1, 2, ...
+    static std::vector<ChunnelInfo> alternatives() { return {Alts::info...}; }
+
+    // What the chosen implementation contributes to the negotiation answer (server side).
+    std::vector<uint8_t> params_for(std::string_view impl) const {
+        std::vector<uint8_t> out;
+        [&]<size_t... I>(std::index_sequence<I...>) {
+            (
+                [&] {
+                    using A = std::tuple_element_t<I, std::tuple<Alts...>>;
+                    if (A::info.impl != impl) return;
+                    if constexpr (requires(const A& a) { a.params(); })
+                        out = std::get<I>(alts_).params();
+                }(),
+                ...);
+        }(std::index_sequence_for<Alts...>{});
+        return out;
     }
 
     template <class Inner>
@@ -148,6 +178,20 @@ template <class... Alts> class Select {
     }
 
   private:
+    Result<size_t> resolve_chosen(std::string_view chosen) const {
+        std::optional<size_t> pick;
+        [&]<size_t... I>(std::index_sequence<I...>) {
+            ((!pick && std::tuple_element_t<I, std::tuple<Alts...>>::info.impl == chosen
+                  ? (void)(pick = I)
+                  : (void)0),
+             ...);
+        }(std::index_sequence_for<Alts...>{});
+        if (pick) return *pick;
+        return fail(Errc::incompatible, std::string(First::info.chunnel),
+                    "negotiation chose '" + std::string(chosen) + "' for '" +
+                        std::string(First::info.chunnel) + "', which this stack does not have");
+    }
+
     template <class Ch, class Inner>
     using detail_conn_t = typename decltype(std::declval<const Ch&>().connect_wrap(
         std::declval<Inner&&>(), std::declval<const ConnectContext&>()))::value_type;
@@ -179,6 +223,17 @@ template <class... Alts> class Select {
 
 template <class... Alts> Select<std::decay_t<Alts>...> select(Alts&&... alts) {
     return Select<std::decay_t<Alts>...>(std::forward<Alts>(alts)...);
+}
+
+// select_any(a, b, ...): this end has no preference among the alternatives; in negotiation the
+// server's order decides (locally, without negotiation, the first runnable one is used).
+template <class... Alts> class SelectAny : public Select<Alts...> {
+public:
+    using Select<Alts...>::Select;
+    static constexpr bool unordered = true;
+};
+template <class... Alts> SelectAny<std::decay_t<Alts>...> select_any(Alts&&... alts) {
+    return SelectAny<std::decay_t<Alts>...>(std::forward<Alts>(alts)...);
 }
 
 } // namespace bertha

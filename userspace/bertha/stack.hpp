@@ -2,10 +2,19 @@
 // up (each chunnel's Lower is the Upper of the one below it); if not, compilation stops with a
 // sentence saying so. connect/bind/listen build the base connection and wrap it bottom-up, so
 // the connection the application holds is one nested, fully inlined type.
+//
+//  - connect(peer): negotiates with the peer first (negotiate.hpp): one round trip, or none
+//    with a cached zero-RTT choice; `prearranged` options skip negotiation.
+//  - listen(local): accept() negotiates with each new peer and wraps its connection under the
+//    choice made for it.
+//  - bind(local): one connection for every peer, under this host's own choice: pre-arranged.
 #pragma once
 
 #include "bertha/chunnel.hpp"
+#include "bertha/negotiate.hpp"
+#include "bertha/negotiate_conn.hpp"
 
+#include <array>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -40,7 +49,45 @@ template <class... Chs, size_t... I> constexpr bool all_fit(std::index_sequence<
     return (fits<std::tuple_element_t<I, T>, std::tuple_element_t<I + 1, T>>() && ...);
 }
 
+// The negotiation slot a chunnel occupies: a select's alternatives in order, or itself alone.
+template <class Ch> negotiation::SlotDecl slot_decl_of() {
+    negotiation::SlotDecl d;
+    if constexpr (requires { Ch::alternatives(); }) {
+        d.alts = Ch::alternatives();
+        constexpr bool unordered = requires { requires Ch::unordered; };
+        for (size_t i = 0; i < d.alts.size(); ++i) d.ranks.push_back(unordered ? 0 : uint8_t(i));
+    } else {
+        d.alts = {Ch::info};
+        d.ranks = {0};
+    }
+    return d;
+}
+
+// What a chunnel contributes to the answer when `impl` is chosen for it (server side).
+template <class Ch> std::vector<uint8_t> params_of(const Ch& ch, std::string_view impl) {
+    if constexpr (requires { ch.params_for(impl); }) return ch.params_for(impl);
+    else if constexpr (requires { ch.params(); }) {
+        if (Ch::info.impl == impl) return ch.params();
+    }
+    return {};
+}
+
+// Peel layers off a connection down to `Bottom` (every layer must be Unwrappable).
+template <class Bottom, class C> constexpr bool unwraps_to() {
+    if constexpr (std::is_same_v<C, Bottom>) return true;
+    else if constexpr (Unwrappable<C>)
+        return unwraps_to<Bottom, decltype(std::declval<C&&>().into_inner())>();
+    else return false;
+}
+template <class Bottom, class C> Bottom unwrap(C&& c) {
+    if constexpr (std::is_same_v<std::decay_t<C>, Bottom>) return std::move(c);
+    else return unwrap<Bottom>(std::move(c).into_inner());
+}
+
 } // namespace detail
+
+// Options that skip negotiation: both ends run the stack they were built with.
+inline const negotiation::Options prearranged{.enabled = false};
 
 template <class... Chs> class Stack {
     static_assert(sizeof...(Chs) >= 1, "make_stack needs at least a base chunnel");
@@ -59,85 +106,415 @@ template <class... Chs> class Stack {
     template <class BaseConn>
     using final_t = typename final_of<BaseConn, std::make_index_sequence<N - 1>>::type;
 
-  public:
+    // Which positions are negotiated (multilateral chunnels above the base), in stack order.
+    static constexpr std::array<bool, N> kMultilateral = {
+        (Chs::info.scope == Scope::multilateral)...};
+    static std::vector<size_t> slot_positions() {
+        std::vector<size_t> out;
+        for (size_t p = 0; p + 1 < N; ++p)
+            if (kMultilateral[p]) out.push_back(p);
+        return out;
+    }
+
+    using Contexts = std::array<ConnectContext, N>;
+
+public:
     explicit Stack(Chs... chs) : chs_(std::move(chs)...) {}
 
-    using ClientConn = final_t<typename decltype(std::declval<const Base&>().connect(
-        std::declval<const Addr&>(), std::declval<const ConnectContext&>()))::value_type>;
+    using BaseClient = typename decltype(std::declval<const Base&>().connect(
+        std::declval<const Addr&>(), std::declval<const ConnectContext&>()))::value_type;
+    using ClientBottom = negotiation::NegClientConn<BaseClient>;
+    using ClientWrapped = final_t<ClientBottom>;
+    using ClientConn = negotiation::Negotiated<ClientWrapped>;
     using BoundConn = final_t<typename decltype(std::declval<const Base&>().bind(
         std::declval<const Addr&>(), std::declval<const ConnectContext&>()))::value_type>;
 
-    // A connection to one peer.
-    Result<ClientConn> connect(const Addr& peer, const ConnectContext& ctx) const {
+    // Can a zero-RTT choice be re-made if the server refuses it? (Every layer Unwrappable.)
+    static constexpr bool kRebuildable = detail::unwraps_to<ClientBottom, ClientWrapped>();
+
+    // This host's offer for the stack: per negotiated chunnel, what it accepts.
+    Result<wire::Offer> offer(const HostFacts& host, Side side) const {
+        wire::Offer o;
+        std::optional<Error> err;
+        [&]<size_t... I>(std::index_sequence<I...>) {
+            (
+                [&] {
+                    if (err || I + 1 == N || !kMultilateral[I]) return;
+                    auto slot = negotiation::offer_slot(
+                        detail::slot_decl_of<std::tuple_element_t<I, Tuple>>(), host, side);
+                    if (!slot) err = std::move(slot.error());
+                    else o.slots.push_back(std::move(*slot));
+                }(),
+                ...);
+        }(std::make_index_sequence<N>{});
+        if (err) return std::unexpected(std::move(*err));
+        if (o.slots.size() > wire::kMaxSlots)
+            return fail(Errc::invalid_argument, "negotiation",
+                        "a stack may negotiate at most " + std::to_string(wire::kMaxSlots) +
+                            " chunnels");
+        return o;
+    }
+
+    // A connection to one peer, negotiated (or pre-arranged with `prearranged`).
+    Result<ClientConn> connect(const Addr& peer, const negotiation::Options& opts,
+                               const ConnectContext& ctx_in) const {
+        ConnectContext ctx = ctx_in;
+        ctx.side = Side::client;
+        if (!ctx.host) ctx.host = local_ctx().host;
         auto base = std::get<N - 1>(chs_).connect(peer, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
-        return wrap<ClientConn>(std::move(*base), ctx);
-    }
-    Result<ClientConn> connect(const Addr& peer) const { return connect(peer, local_ctx()); }
+        auto st = std::make_shared<negotiation::ClientState>();
+        st->opts = opts;
+        st->server = peer;
+        Contexts local;
+        local.fill(ctx);
+        if (!opts.enabled) {
+            st->phase = negotiation::ClientState::Phase::off;
+            return finish(ClientBottom(std::move(*base), st, {}), local, st, ctx);
+        }
+        auto my_offer = offer(*ctx.host, Side::client);
+        if (!my_offer) return std::unexpected(std::move(my_offer.error()));
+        st->fingerprint = wire::fingerprint(*my_offer);
+        st->conv = negotiation::random_u64();
 
-    // One connection, bound to `local`, that talks to any peer: each message carries its peer.
-    Result<BoundConn> bind(const Addr& local, const ConnectContext& ctx) const {
+        auto& cache = negotiation::ZeroRttCache::instance();
+        if constexpr (kRebuildable) {
+            if (opts.zero_rtt) {
+                if (auto cached = cache.lookup(peer, st->fingerprint)) {
+                    st->pick = std::move(*cached);
+                    auto c = contexts(st->pick, ctx);
+                    if (c) return zero_rtt(std::move(*base), *my_offer, st, *c, ctx);
+                    cache.erase(peer, st->fingerprint); // stale beyond repair: ask again
+                }
+            }
+        }
+        std::vector<Msg> held;
+        auto pick = negotiation::client_handshake(*base, peer, *my_offer, opts, st->conv, held);
+        if (!pick) return std::unexpected(std::move(pick.error()));
+        st->pick = std::move(*pick);
+        auto c = contexts(st->pick, ctx);
+        if (!c) return std::unexpected(std::move(c.error()));
+        cache.store(peer, st->fingerprint, st->pick);
+        st->phase = negotiation::ClientState::Phase::established;
+        return finish(ClientBottom(std::move(*base), st, std::move(held)), *c, st, ctx);
+    }
+    Result<ClientConn> connect(const Addr& peer, const negotiation::Options& opts) const {
+        return connect(peer, opts, local_ctx());
+    }
+    Result<ClientConn> connect(const Addr& peer, const ConnectContext& ctx) const {
+        return connect(peer, negotiation::Options{}, ctx);
+    }
+    Result<ClientConn> connect(const Addr& peer) const {
+        return connect(peer, negotiation::Options{}, local_ctx());
+    }
+
+    // One connection, bound to `local`, that talks to any peer (each message carries its peer).
+    // Pre-arranged: the stack runs this host's own choice for every peer.
+    Result<BoundConn> bind(const Addr& local, const ConnectContext& ctx_in) const {
+        ConnectContext ctx = ctx_in;
+        ctx.side = Side::server;
+        if (!ctx.host) ctx.host = local_ctx().host;
         auto base = std::get<N - 1>(chs_).bind(local, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
-        return wrap<BoundConn>(std::move(*base), ctx);
+        Contexts all;
+        all.fill(ctx);
+        return wrap<BoundConn>(std::move(*base), all);
     }
     Result<BoundConn> bind(const Addr& local) const { return bind(local, local_ctx()); }
 
-    // A listener on `local`; accept() yields one wrapped connection per new peer.
+    // A listener on `local`; accept() negotiates with each new peer and yields its connection.
     class Listener {
-      public:
+    public:
         using BaseListener = typename decltype(std::declval<const Base&>().listen(
             std::declval<const Addr&>(), std::declval<const ConnectContext&>()))::value_type;
-        using PeerConn = final_t<typename decltype(std::declval<BaseListener&>().accept(
-            std::declval<Deadline>()))::value_type::value_type>;
+        using BasePeer =
+            typename decltype(std::declval<BaseListener&>().accept(Deadline{}))::value_type::value_type;
+        using PeerBottom = negotiation::NegServerConn<BasePeer>;
+        using PeerConn = final_t<PeerBottom>;
 
-        // The next new peer's connection, or nullopt when the deadline passes without one.
+        // The next peer that completed negotiation, or nullopt when the deadline passes.
+        // Peers are negotiated concurrently: one slow or silent peer delays no other.
         Result<std::optional<PeerConn>> accept(Deadline deadline) {
-            auto got = base_.accept(deadline);
-            if (!got) return std::unexpected(std::move(got.error()));
-            if (!*got) return std::optional<PeerConn>{};
-            auto wrapped = stack_.template wrap<PeerConn>(std::move(**got), ctx_);
-            if (!wrapped) return std::unexpected(std::move(wrapped.error()));
-            return std::optional<PeerConn>(std::move(*wrapped));
+            for (;;) {
+                for (size_t i = 0; i < pending_.size();) {
+                    std::optional<PeerConn> done;
+                    bool drop = false;
+                    if (auto r = step(pending_[i], done, drop); !r)
+                        return std::unexpected(std::move(r.error()));
+                    if (done || drop) {
+                        pending_.erase(pending_.begin() + long(i));
+                        if (done) return done;
+                        continue;
+                    }
+                    ++i;
+                }
+                auto now = Clock::now();
+                if (now >= deadline && pending_.empty()) return std::optional<PeerConn>{};
+                if (now >= deadline) return std::optional<PeerConn>{};
+                Deadline slice = pending_.empty()
+                                     ? deadline
+                                     : std::min(deadline, now + std::chrono::milliseconds(2));
+                auto got = base_.accept(slice);
+                if (!got) return std::unexpected(std::move(got.error()));
+                if (!*got) continue;
+                if (!opts_.enabled) { // pre-arranged: no exchange, this host's own choice
+                    Contexts all;
+                    all.fill(ctx_);
+                    auto w = stack_.template wrap<PeerConn>(
+                        PeerBottom(std::move(**got), 0, {}, 0, {}), all);
+                    if (!w) return std::unexpected(std::move(w.error()));
+                    return std::optional<PeerConn>(std::move(*w));
+                }
+                pending_.push_back(Pending{std::move(**got), {}, {}, now});
+            }
         }
         BaseListener& base() { return base_; }
+        size_t negotiating() const { return pending_.size(); }
+        uint64_t refused() const { return refused_; }
+        uint64_t expired() const { return expired_; }
 
-      private:
+    private:
         friend class Stack;
-        Listener(const Stack& s, BaseListener&& b, const ConnectContext& ctx)
-            : stack_(s), base_(std::move(b)), ctx_(ctx) {}
+        Listener(const Stack& s, BaseListener&& b, const ConnectContext& ctx,
+                 const negotiation::Options& opts, wire::Offer server_offer)
+            : stack_(s), base_(std::move(b)), ctx_(ctx), opts_(opts),
+              server_offer_(std::move(server_offer)) {}
+
+        struct Pending {
+            BasePeer conn;
+            wire::Reassembler reasm;
+            std::vector<Msg> held; // data that came before (or without) the offer
+            Clock::time_point since;
+        };
+
+        // Read what the peer sent so far; answer once its offer is complete.
+        Result<void> step(Pending& p, std::optional<PeerConn>& done, bool& drop) {
+            Msg batch[16];
+            auto got = p.conn.recv(std::span(batch), no_wait);
+            if (!got) return std::unexpected(std::move(got.error()));
+            for (size_t i = 0; i < *got && !done && !drop; ++i) {
+                Msg& m = batch[i];
+                if (!wire::looks_like_negotiation(m.bytes())) {
+                    if (p.held.size() < 256) p.held.push_back(std::move(m));
+                    continue;
+                }
+                auto d = negotiation::bytes_of(m);
+                wire::Header h;
+                wire::Error err;
+                if (!wire::parse_header(d, h, err)) {
+                    if (err.code == wire::Errc::bad_version && d.size() >= wire::kHeaderSize)
+                        refuse_version(p, d), drop = true;
+                    continue;
+                }
+                if (h.type != wire::Type::offer && h.type != wire::Type::zero_rtt) continue;
+                if (!p.reasm.feed(h, d.subspan(wire::kHeaderSize))) continue;
+                if (auto r = answer(p, h, done, drop); !r) return r;
+            }
+            if (!done && !drop && Clock::now() - p.since > opts_.accept_idle) {
+                ++expired_;
+                drop = true;
+            }
+            return {};
+        }
+
+        Result<void> answer(Pending& p, const wire::Header& h, std::optional<PeerConn>& done,
+                            bool& drop) {
+            wire::Error err;
+            wire::Offer offer;
+            uint64_t cached_nonce = 0;
+            bool zero = h.type == wire::Type::zero_rtt;
+            bool ok;
+            if (zero) {
+                wire::ZeroRtt z;
+                ok = wire::decode(p.reasm.body(), z, err);
+                cached_nonce = z.nonce;
+                offer = std::move(z.offer);
+            } else {
+                ok = wire::decode(p.reasm.body(), offer, err);
+            }
+            if (!ok) {
+                wire::Refuse r;
+                r.reason = wire::RefuseReason::malformed;
+                r.chunnel = "stack";
+                r.message = err.what.substr(0, wire::kMaxMessageText);
+                return send_refuse(p, h.conv, r, drop);
+            }
+            uint64_t fp = wire::fingerprint(offer);
+            const wire::Pick* pick = nonces_.find(fp);
+            if (!pick) {
+                auto decision = negotiation::decide(
+                    offer, server_offer_, negotiation::random_u64(),
+                    [this](size_t slot, const std::string& impl) {
+                        return stack_.params_at(slot_positions()[slot], impl);
+                    });
+                if (decision.refuse) return send_refuse(p, h.conv, *decision.refuse, drop);
+                pick = &nonces_.pick_for(fp, [&] { return *decision.pick; });
+            }
+            std::vector<std::vector<uint8_t>> reply;
+            if (zero && cached_nonce == pick->nonce)
+                reply = wire::frame(wire::Type::ack, 0, h.conv,
+                                    wire::encode(wire::Ack{pick->nonce}));
+            else
+                reply = wire::frame(wire::Type::pick, zero ? wire::flag_zero_rtt_refused : 0,
+                                    h.conv, wire::encode(*pick));
+            if (auto s = negotiation::send_datagrams(p.conn, reply); !s)
+                return std::unexpected(std::move(s.error()));
+            auto c = stack_.contexts(*pick, ctx_);
+            if (!c) return std::unexpected(std::move(c.error()));
+            auto w = stack_.template wrap<PeerConn>(
+                PeerBottom(std::move(p.conn), h.conv, std::move(reply), pick->nonce,
+                           std::move(p.held)),
+                *c);
+            if (!w) return std::unexpected(std::move(w.error()));
+            done.emplace(std::move(*w));
+            return {};
+        }
+
+        Result<void> send_refuse(Pending& p, uint64_t conv, const wire::Refuse& r, bool& drop) {
+            ++refused_;
+            drop = true;
+            auto s = negotiation::send_datagrams(
+                p.conn, wire::frame(wire::Type::refuse, 0, conv, wire::encode(r)));
+            if (!s) return std::unexpected(std::move(s.error()));
+            return {};
+        }
+
+        void refuse_version(Pending& p, std::span<const uint8_t> d) {
+            uint64_t conv = 0;
+            for (int i = 0; i < 8; ++i) conv = conv << 8 | d[16 + size_t(i)];
+            wire::Refuse r;
+            r.reason = wire::RefuseReason::bad_version;
+            r.chunnel = "stack";
+            r.message = "the offer is negotiation version " + std::to_string(d[4]) +
+                        "; this server speaks version " + std::to_string(wire::kVersion);
+            bool drop = true;
+            (void)send_refuse(p, conv, r, drop);
+        }
+
         Stack stack_; // a copy of the chunnels: the listener may outlive a temporary stack
         BaseListener base_;
         ConnectContext ctx_;
+        negotiation::Options opts_;
+        wire::Offer server_offer_;
+        negotiation::NonceTable nonces_;
+        std::vector<Pending> pending_;
+        uint64_t refused_ = 0, expired_ = 0;
     };
 
-    Result<Listener> listen(const Addr& local, const ConnectContext& ctx) const {
+    Result<Listener> listen(const Addr& local, const negotiation::Options& opts,
+                            const ConnectContext& ctx_in) const {
+        ConnectContext ctx = ctx_in;
+        ctx.side = Side::server;
+        if (!ctx.host) ctx.host = local_ctx().host;
+        wire::Offer server_offer;
+        if (opts.enabled) {
+            auto o = offer(*ctx.host, Side::server);
+            if (!o) return std::unexpected(std::move(o.error()));
+            server_offer = std::move(*o);
+        }
         auto base = std::get<N - 1>(chs_).listen(local, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
-        return Listener(*this, std::move(*base), ctx);
+        return Listener(*this, std::move(*base), ctx, opts, std::move(server_offer));
     }
-    Result<Listener> listen(const Addr& local) const { return listen(local, local_ctx()); }
+    Result<Listener> listen(const Addr& local, const negotiation::Options& opts) const {
+        return listen(local, opts, local_ctx());
+    }
+    Result<Listener> listen(const Addr& local, const ConnectContext& ctx) const {
+        return listen(local, negotiation::Options{}, ctx);
+    }
+    Result<Listener> listen(const Addr& local) const {
+        return listen(local, negotiation::Options{}, local_ctx());
+    }
 
-  private:
+    // Per stack position, the context to wrap it with under `pick`. An error when the pick
+    // does not fit this stack (a server that answered for another stack).
+    Result<Contexts> contexts(const wire::Pick& pick, const ConnectContext& ctx) const {
+        Contexts out;
+        out.fill(ctx);
+        auto positions = slot_positions();
+        if (pick.choices.size() != positions.size())
+            return fail(Errc::incompatible, "negotiation",
+                        "the answer chose for " + std::to_string(pick.choices.size()) +
+                            " chunnels; this stack negotiates " +
+                            std::to_string(positions.size()));
+        for (size_t s = 0; s < positions.size(); ++s) {
+            const wire::Choice& c = pick.choices[s];
+            out[positions[s]].chosen = c.impl;
+            out[positions[s]].params = c.params;
+        }
+        return out;
+    }
+
+    std::vector<uint8_t> params_at(size_t pos, const std::string& impl) const {
+        std::vector<uint8_t> out;
+        [&]<size_t... I>(std::index_sequence<I...>) {
+            ((I == pos ? (void)(out = detail::params_of(std::get<I>(chs_), impl)) : (void)0),
+             ...);
+        }(std::make_index_sequence<N - 1>{});
+        return out;
+    }
+
+private:
     static const ConnectContext& local_ctx() {
         static const HostFacts facts = HostFacts::local();
         static const ConnectContext ctx{&facts};
         return ctx;
     }
 
-    // Wrap `inner` with chunnels N-2 .. 0 (bottom-up).
+    Result<ClientConn> finish(ClientBottom&& bottom, const Contexts& c,
+                              std::shared_ptr<negotiation::ClientState> st,
+                              const ConnectContext& ctx) const {
+        auto w = wrap<ClientWrapped>(std::move(bottom), c);
+        if (!w) return std::unexpected(std::move(w.error()));
+        return ClientConn(std::move(*w), std::move(st), rebuilder(ctx));
+    }
+
+    Result<ClientConn> zero_rtt(BaseClient&& base, const wire::Offer& my_offer,
+                                std::shared_ptr<negotiation::ClientState> st, const Contexts& c,
+                                const ConnectContext& ctx) const {
+        using Phase = negotiation::ClientState::Phase;
+        st->zero_rtt = wire::frame(wire::Type::zero_rtt, 0, st->conv,
+                                   wire::encode(wire::ZeroRtt{st->pick.nonce, my_offer}));
+        if (st->zero_rtt.empty())
+            return fail(Errc::invalid_argument, "negotiation", "the offer is too large");
+        st->phase = Phase::zero_rtt_pending;
+        st->timeout = st->opts.first_timeout;
+        st->tries_left = st->opts.tries - 1;
+        st->next_retx = Clock::now() + st->timeout;
+        if (auto s = negotiation::send_datagrams(base, st->zero_rtt); !s)
+            return std::unexpected(std::move(s.error()));
+        auto conn = finish(ClientBottom(std::move(base), st, {}), c, st, ctx);
+        if (conn) conn->mark_zero_rtt();
+        return conn;
+    }
+
+    typename ClientConn::Rebuild rebuilder(const ConnectContext& ctx) const {
+        if constexpr (kRebuildable) {
+            return [self = *this, ctx](ClientWrapped&& old,
+                                       const wire::Pick& p) -> Result<ClientWrapped> {
+                auto c = self.contexts(p, ctx);
+                if (!c) return std::unexpected(std::move(c.error()));
+                return self.template wrap<ClientWrapped>(
+                    detail::unwrap<ClientBottom>(std::move(old)), *c);
+            };
+        } else {
+            return nullptr;
+        }
+    }
+
+    // Wrap `inner` with chunnels N-2 .. 0 (bottom-up), each with its position's context.
     template <class Final, class Inner>
-    Result<Final> wrap(Inner&& inner, const ConnectContext& ctx) const {
-        return wrap_from<Final, N - 1>(std::forward<Inner>(inner), ctx);
+    Result<Final> wrap(Inner&& inner, const Contexts& ctxs) const {
+        return wrap_from<Final, N - 1>(std::forward<Inner>(inner), ctxs);
     }
     template <class Final, size_t I, class Inner>
-    Result<Final> wrap_from(Inner&& inner, const ConnectContext& ctx) const {
+    Result<Final> wrap_from(Inner&& inner, const Contexts& ctxs) const {
         if constexpr (I == 0) {
             return Final(std::move(inner));
         } else {
-            auto next = std::get<I - 1>(chs_).connect_wrap(std::move(inner), ctx);
+            auto next = std::get<I - 1>(chs_).connect_wrap(std::move(inner), ctxs[I - 1]);
             if (!next) return std::unexpected(std::move(next.error()));
-            return wrap_from<Final, I - 1>(std::move(*next), ctx);
+            return wrap_from<Final, I - 1>(std::move(*next), ctxs);
         }
     }
 
