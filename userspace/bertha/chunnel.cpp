@@ -1,9 +1,8 @@
 #include "bertha/chunnel.hpp"
 
+#include "bertha/discovery.hpp"
+
 #include <bit>
-#include <linux/capability.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 namespace bertha {
 
@@ -45,22 +44,7 @@ std::string HostFacts::why_not(Need n) const {
 }
 
 HostFacts HostFacts::local() {
-    HostFacts f;
-    __user_cap_header_struct hdr{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct data[2]{};
-    bool net_admin = false;
-    if (syscall(SYS_capget, &hdr, data) == 0)
-        net_admin = data[CAP_NET_ADMIN / 32].effective & (1u << (CAP_NET_ADMIN % 32));
-    if (geteuid() == 0 || net_admin)
-        f.grant(Need::privilege);
-    else
-        f.deny(Need::privilege, "not root and no CAP_NET_ADMIN");
-    const char* later = "not probed: interface discovery is not part of this build yet";
-    f.deny(Need::xdp, later);
-    f.deny(Need::tc, later);
-    f.deny(Need::af_xdp, later);
-    f.deny(Need::btf, later);
-    return f;
+    return probe().facts; // no peer: host-wide facts; xdp and af_xdp need an interface
 }
 
 std::string name_of(const ChunnelInfo& info) {
