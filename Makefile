@@ -2,7 +2,9 @@
 # install what they need first (`make deps`). Everything built goes under build/.
 
 # `make test` and `make demo` are what users type: build on every core without being asked.
+ifeq ($(MAKELEVEL),0)
 MAKEFLAGS += -j$(shell nproc) --output-sync=target
+endif
 BUILD    ?= build
 CXX      ?= g++
 CLANG    ?= clang
@@ -18,9 +20,11 @@ LDLIBS   := -luring -lbpf -lelf -lz -lpthread
 BPFFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
             -Ibpf/include -I/usr/include/$(shell uname -m)-linux-gnu
 
-# Debian packages the build, the tests, the demo and the benchmarks use.
+# Debian packages the build, the tests, the demo and the benchmarks use. libclang-rt-14-dev
+# holds libFuzzer and the sanitizer runtimes for Debian 12's clang (14): keep the two in step.
 DEB_PKGS := g++ make clang llvm libbpf-dev bpftool libxdp-dev liburing-dev libcli11-dev \
-            doctest-dev libelf-dev zlib1g-dev iproute2 pkg-config gnuplot-nox python3
+            doctest-dev libelf-dev zlib1g-dev iproute2 pkg-config gnuplot-nox python3 \
+            libclang-rt-14-dev
 
 # ---- sources --------------------------------------------------------------------------------
 LIB_SRCS   := $(wildcard userspace/bertha/*.cpp)
@@ -38,15 +42,19 @@ BPFT_BIN   := $(BUILD)/selftests/bpf_tests
 EXAMPLES   := $(patsubst examples/%/,$(BUILD)/examples/%,$(sort $(dir $(wildcard examples/*/*.cpp))))
 BENCH_SRCS := $(wildcard selftests/bench/*.cpp)
 BENCHES    := $(BENCH_SRCS:selftests/bench/%.cpp=$(BUILD)/bench/%)
+FUZZ_SRCS  := $(wildcard selftests/fuzz/*_fuzz.cpp)
+FUZZERS    := $(FUZZ_SRCS:selftests/fuzz/%.cpp=$(BUILD)/fuzz/%)
+CORPUS_SRCS:= $(wildcard selftests/fuzz/*_corpus.cpp)
+CORPUS_GENS:= $(CORPUS_SRCS:selftests/fuzz/%.cpp=$(BUILD)/fuzz/%)
 
 ALL_CXX_OBJS = $(LIB_OBJS) $(UNIT_SRCS:%.cpp=$(BUILD)/obj/%.o) $(BPFT_SRCS:%.cpp=$(BUILD)/obj/%.o) \
                $(foreach e,$(EXAMPLES),$(patsubst %.cpp,$(BUILD)/obj/%.o,$(wildcard examples/$(notdir $(e))/*.cpp))) \
-               $(BENCH_SRCS:%.cpp=$(BUILD)/obj/%.o)
+               $(BENCH_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CORPUS_SRCS:%.cpp=$(BUILD)/obj/%.o)
 
 .PHONY: all deps test bench demo clean format
 .DEFAULT_GOAL := all
 
-all: $(LIB) $(SKELS) $(UNIT_BIN) $(BPFT_BIN) $(EXAMPLES) $(BENCHES)
+all: $(LIB) $(SKELS) $(UNIT_BIN) $(BPFT_BIN) $(EXAMPLES) $(BENCHES) $(FUZZERS) $(CORPUS_GENS)
 
 # ---- dependencies: one dpkg-query when everything is present --------------------------------
 deps:
@@ -107,11 +115,44 @@ $(BUILD)/bench/%: $(BUILD)/obj/selftests/bench/%.o $(LIB)
 	@mkdir -p $(@D)
 	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
-# Keep example and benchmark objects: without this make deletes them as intermediates after
-# linking and recompiles them on every build.
-.SECONDARY: $(ALL_CXX_OBJS)
+# ---- fuzz targets: libFuzzer, built with clang ------------------------------------------------
+# Every selftests/fuzz/NAME.cpp whose NAME ends in _fuzz becomes $(BUILD)/fuzz/NAME, compiled
+# with clang together with the sources it tests, all of them with -DBERTHA_FUZZING (which only
+# these objects, under $(BUILD)/fuzz/obj/, ever see: wire.cpp then skips its checksum so that
+# mutated datagrams reach the decoders). The sources a target tests are FUZZ_LIB_SRCS unless it
+# lists its own, on a line above FUZZ_OBJS: `NAME_SRCS := userspace/bertha/wire.cpp x.cpp`. They
+# must be plain C++20 that includes only the standard library and each other's headers.
+# Every selftests/fuzz/NAME_corpus.cpp becomes $(BUILD)/fuzz/NAME_corpus, built with $(CXX)
+# against libbertha: `NAME_corpus DIR` writes NAME_fuzz's seeds (selftests/run uses them).
+FUZZ_CXX      ?= clang++
+FUZZ_OPT      ?= -O1 -g
+FUZZ_FLAGS    := -std=c++20 $(FUZZ_OPT) -fsanitize=fuzzer,address,undefined \
+                 -fno-sanitize-recover=all -DBERTHA_FUZZING $(WARN) -Iuserspace
+FUZZ_LIB_SRCS := userspace/bertha/wire.cpp
+fuzz_objs      = $(patsubst %.cpp,$(BUILD)/fuzz/obj/%.o,\
+                     selftests/fuzz/$(1).cpp $(or $($(1)_SRCS),$(FUZZ_LIB_SRCS)))
+FUZZ_OBJS     := $(sort $(foreach f,$(FUZZERS),$(call fuzz_objs,$(notdir $(f)))))
 
--include $(ALL_CXX_OBJS:.o=.d)
+$(BUILD)/fuzz/obj/%.o: %.cpp
+	@mkdir -p $(@D)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) -MMD -MP -c $< -o $@
+
+define fuzz_rule
+$(BUILD)/fuzz/$(1): $(call fuzz_objs,$(1))
+	@mkdir -p $$(@D)
+	$(FUZZ_CXX) $(FUZZ_FLAGS) $$^ -o $$@
+endef
+$(foreach f,$(FUZZERS),$(eval $(call fuzz_rule,$(notdir $(f)))))
+
+$(BUILD)/fuzz/%_corpus: $(BUILD)/obj/selftests/fuzz/%_corpus.o $(LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
+
+# Keep example, benchmark and fuzz objects: without this make deletes them as intermediates
+# after linking and recompiles them on every build.
+.SECONDARY: $(ALL_CXX_OBJS) $(FUZZ_OBJS)
+
+-include $(ALL_CXX_OBJS:.o=.d) $(FUZZ_OBJS:.o=.d)
 
 # ---- the two commands ------------------------------------------------------------------------
 test: deps
