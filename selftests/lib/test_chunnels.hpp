@@ -4,6 +4,9 @@
 
 #include "bertha/bertha.hpp"
 
+#include <atomic>
+#include <vector>
+
 #include <string>
 
 namespace bertha::test {
@@ -65,6 +68,60 @@ template <char Tag, Need Needs = Need::none> struct Header {
     template <Connection Inner>
     Result<Conn<Inner>> connect_wrap(Inner&& inner, const ConnectContext&) const {
         return Conn<Inner>{std::move(inner)};
+    }
+};
+
+// A compositional chunnel: the end that runs the chosen implementation counts the messages it
+// sees (in `counted[side]`), the other end passes them through untouched. The server's copy
+// contributes parameters {'p', Tag} to the negotiation answer; the client keeps what it got.
+template <char Tag, Where W> struct Tally {
+    using Upper = Msg;
+    using Lower = Msg;
+    static constexpr char name[] = {'t', 'a', 'l', 'l', 'y', '-', Tag, 0};
+    static constexpr ChunnelInfo info{
+        200, "tally", name, "test", Match::compositional, Scope::multilateral, Need::none, W};
+    static inline std::atomic<int> counted[2]{};
+    static inline std::vector<uint8_t> params_seen[2];
+
+    static void reset() {
+        counted[0] = counted[1] = 0;
+        params_seen[0].clear();
+        params_seen[1].clear();
+    }
+
+    template <Connection Inner> struct Conn {
+        using Data = Msg;
+        Inner inner;
+        bool active;
+        Side side;
+
+        Result<size_t> send(std::span<Msg> batch) {
+            if (active) counted[int(side)] += int(batch.size());
+            return inner.send(batch);
+        }
+        Result<size_t> recv(std::span<Msg> batch, Deadline d) {
+            auto n = inner.recv(batch, d);
+            if (n && active) counted[int(side)] += int(*n);
+            return n;
+        }
+        Result<size_t> alloc(std::span<Msg> out) requires CanAlloc<Inner> {
+            return inner.alloc(out);
+        }
+        void describe(std::vector<std::string>& out) const {
+            out.push_back(name_of(info) + (active ? "" : " (peer runs it)"));
+            inner.describe(out);
+        }
+        Inner into_inner() && { return std::move(inner); }
+    };
+
+    std::vector<uint8_t> params() const { return {'p', uint8_t(Tag)}; }
+
+    template <Connection Inner>
+    Result<Conn<Inner>> connect_wrap(Inner&& inner, const ConnectContext& ctx) const {
+        bool active = W == Where::both || (W == Where::client && ctx.side == Side::client) ||
+                      (W == Where::server && ctx.side == Side::server);
+        params_seen[int(ctx.side)].assign(ctx.params.begin(), ctx.params.end());
+        return Conn<Inner>{std::move(inner), active, ctx.side};
     }
 };
 

@@ -9,12 +9,20 @@ ECHO=$BUILD/examples/echo
 source selftests/net/netns.sh
 
 netns_pair echo
+log=$(mktemp)
+trap 'netns_cleanup; rm -f "$log" "$log.server"' EXIT
 port=7000
 fails=0
 for noops in 0 3; do
-    in_a "$ECHO" server --bind "$ADDR_A:$port" --noops "$noops" --duration-s 60 &
+    in_a "$ECHO" server --bind "$ADDR_A:$port" --noops "$noops" --duration-s 60 \
+        >"$log.server" 2>&1 &
     srv=$!
     netns_track $srv
+    for _ in $(seq 1 100); do # until it listens (bounded: 5 s)
+        grep -q "listening on" "$log.server" 2>/dev/null && break
+        sleep 0.05
+    done
+    grep -q "listening on" "$log.server" || { echo "server did not start:"; cat "$log.server"; exit 1; }
     for size in 64 1400; do
         out=$(in_b "$ECHO" client --server "$ADDR_A:$port" --noops "$noops" --count 20000 \
             --size "$size" --window 32 --max-seconds 20 --json) || true

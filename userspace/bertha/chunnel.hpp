@@ -97,6 +97,8 @@ struct ConnectContext {
 // A connection moves batches of Data. `send` consumes the batch (messages handed on, slots
 // given back when the kernel is done) and returns how many it accepted. `recv` fills up to
 // batch.size() entries and returns how many; 0 means the deadline passed with nothing to read.
+// (Inside a stack, a layer may see an early 0 from the negotiation layer when an answer changes
+// the stack; the connection an application holds returns 0 only at the deadline.)
 template <class C>
 concept Connection = std::movable<C> &&
     requires(C& c, const C& cc, std::span<typename C::Data> batch, Deadline d,

@@ -56,8 +56,8 @@ Result<wire::Slot> offer_slot(const SlotDecl& decl, const HostFacts& host, Side 
 Decision decide(const wire::Offer& client, const wire::Offer& server, uint64_t nonce,
                 const std::function<std::vector<uint8_t>(size_t, const std::string&)>& params) {
     Decision d;
-    auto refuse = [&](wire::RefuseReason reason, size_t i, const wire::Slot* c,
-                      const wire::Slot* s, std::string message) {
+    auto refuse = [&](wire::RefuseReason reason, size_t i, const wire::Slot* c, const wire::Slot* s,
+                      std::string message) {
         wire::Refuse r;
         r.reason = reason;
         r.slot = uint8_t(i);

@@ -51,9 +51,9 @@ struct Decision {
     std::optional<wire::Pick> pick;
     std::optional<wire::Refuse> refuse;
 };
-Decision decide(const wire::Offer& client, const wire::Offer& server, uint64_t nonce,
-                const std::function<std::vector<uint8_t>(size_t slot, const std::string& impl)>&
-                    params);
+Decision
+decide(const wire::Offer& client, const wire::Offer& server, uint64_t nonce,
+       const std::function<std::vector<uint8_t>(size_t slot, const std::string& impl)>& params);
 
 // The user-facing error for a refusal: names the chunnel and what each side offered.
 Error refusal_error(const wire::Refuse& r, const Addr& peer);
@@ -62,14 +62,14 @@ uint64_t random_u64(); // nonces and conversation ids
 
 // Client side: (server, offer fingerprint) -> the pick it answered last time. Process-wide.
 class ZeroRttCache {
-public:
+  public:
     static ZeroRttCache& instance();
     std::optional<wire::Pick> lookup(const Addr& server, uint64_t fingerprint);
     void store(const Addr& server, uint64_t fingerprint, const wire::Pick& pick);
     void erase(const Addr& server, uint64_t fingerprint);
     void clear();
 
-private:
+  private:
     struct Key {
         Addr server;
         uint64_t fp;
@@ -86,13 +86,13 @@ private:
 // recognised. Bounded: past `capacity` distinct offers the oldest are forgotten (their clients
 // then get a fresh choice, which is always safe).
 class NonceTable {
-public:
+  public:
     explicit NonceTable(size_t capacity = 65536) : capacity_(capacity) {}
     // The pick for this offer fingerprint: the remembered one, or `fresh()` remembered now.
     const wire::Pick& pick_for(uint64_t fp, const std::function<wire::Pick()>& fresh);
     const wire::Pick* find(uint64_t fp) const;
 
-private:
+  private:
     size_t capacity_;
     std::unordered_map<uint64_t, wire::Pick> map_;
     std::vector<uint64_t> order_;

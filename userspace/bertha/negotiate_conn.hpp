@@ -94,9 +94,9 @@ struct ClientState {
 // Client: the bottom layer.
 
 template <Connection Base>
-    requires std::same_as<typename Base::Data, Msg>
+requires std::same_as<typename Base::Data, Msg>
 class NegClientConn {
-public:
+  public:
     using Data = Msg;
     NegClientConn(Base&& b, std::shared_ptr<ClientState> st, std::vector<Msg>&& held)
         : base_(std::move(b)), st_(std::move(st)) {
@@ -132,21 +132,19 @@ public:
             if (pending) {
                 if (auto r = retransmit_due(); !r) return std::unexpected(std::move(r.error()));
             }
-            if (kept) return kept;
+            // An answer that changes the stack (or an error) goes up at once, so the top
+            // can rebuild before more data is read under the old choice: an early 0.
+            if (kept || st_->adopt || st_->error) return kept;
             if (Clock::now() >= deadline) return size_t(0);
         }
     }
 
-    Result<size_t> alloc(std::span<Msg> out)
-        requires CanAlloc<Base>
-    {
-        return base_.alloc(out);
-    }
+    Result<size_t> alloc(std::span<Msg> out) requires CanAlloc<Base> { return base_.alloc(out); }
     void describe(std::vector<std::string>& out) const { base_.describe(out); }
     Base& inner() { return base_; }
     const ClientState& state() const { return *st_; }
 
-private:
+  private:
     // Take negotiation datagrams out of a received batch; returns the data kept (compacted).
     size_t filter(std::span<Msg> batch) {
         size_t kept = 0;
@@ -279,21 +277,21 @@ Result<wire::Pick> client_handshake(Base& base, const Addr& server, const wire::
     }
     std::chrono::microseconds total{0};
     for (int i = 0, t = 1; i < opts.tries; ++i, t *= 2) total += opts.first_timeout * t;
-    return std::unexpected(Error{
-        Errc::system, "negotiation",
-        "no answer from " + server.to_string() + " after " + std::to_string(opts.tries) +
-            " tries over " + std::to_string(total.count() / 1000) +
-            " ms (is a Bertha server listening there?)",
-        ETIMEDOUT});
+    return std::unexpected(Error{Errc::system, "negotiation",
+                                 "no answer from " + server.to_string() + " after " +
+                                     std::to_string(opts.tries) + " tries over " +
+                                     std::to_string(total.count() / 1000) +
+                                     " ms (is a Bertha server listening there?)",
+                                 ETIMEDOUT});
 }
 
 // ---------------------------------------------------------------------------------------------
 // Client: the top wrapper.
 
 template <Connection Conn>
-    requires std::same_as<typename Conn::Data, Msg>
+requires std::same_as<typename Conn::Data, Msg>
 class Negotiated {
-public:
+  public:
     using Data = Msg;
     using Rebuild = std::function<Result<Conn>(Conn&&, const wire::Pick&)>;
 
@@ -309,23 +307,25 @@ public:
         if (auto r = settle(); !r) return std::unexpected(std::move(r.error()));
         return n;
     }
+    // Returns 0 only at the deadline: an early 0 from below (a negotiation answer that
+    // rebuilt the stack) is absorbed here.
     Result<size_t> recv(std::span<Msg> batch, Deadline deadline) {
-        auto n = conn_.recv(batch, deadline);
-        if (auto r = settle(); !r) return std::unexpected(std::move(r.error()));
-        return n;
+        for (;;) {
+            auto n = conn_.recv(batch, deadline);
+            if (auto r = settle(); !r) return std::unexpected(std::move(r.error()));
+            if (!n || *n || Clock::now() >= deadline) return n;
+        }
     }
-    Result<size_t> alloc(std::span<Msg> out)
-        requires CanAlloc<Conn>
-    {
-        return conn_.alloc(out);
-    }
+    Result<size_t> alloc(std::span<Msg> out) requires CanAlloc<Conn> { return conn_.alloc(out); }
     void describe(std::vector<std::string>& out) const { conn_.describe(out); }
 
     // How this connection was set up: "pre-arranged", "1-rtt", "0-rtt (pending)", ...
     std::string negotiation() const {
         switch (st_->phase) {
-        case ClientState::Phase::off: return "pre-arranged";
-        case ClientState::Phase::zero_rtt_pending: return "0-rtt (awaiting the server)";
+        case ClientState::Phase::off:
+            return "pre-arranged";
+        case ClientState::Phase::zero_rtt_pending:
+            return "0-rtt (awaiting the server)";
         case ClientState::Phase::established:
             return zero_rtt_ ? (st_->acked ? "0-rtt (accepted)" : "0-rtt (refused, re-sent)")
                              : "1-rtt";
@@ -337,7 +337,7 @@ public:
     Conn& inner() { return conn_; }
     void mark_zero_rtt() { zero_rtt_ = true; }
 
-private:
+  private:
     // Keep a copy of each message until the server accepts the cached choice.
     Result<void> retain(std::span<Msg> batch) {
         std::vector<Msg> copies(batch.size());
@@ -391,14 +391,14 @@ private:
 // Server: the bottom layer of an accepted peer.
 
 template <Connection Base>
-    requires std::same_as<typename Base::Data, Msg>
+requires std::same_as<typename Base::Data, Msg>
 class NegServerConn {
-public:
+  public:
     using Data = Msg;
     // `answer`: the datagrams sent for conversation `conv` (sent again on a duplicate).
     // `nonce`: zero-RTT data tagged with it is delivered; other tags are stale and dropped.
-    NegServerConn(Base&& b, uint64_t conv, std::vector<std::vector<uint8_t>> answer,
-                  uint64_t nonce, std::vector<Msg>&& held)
+    NegServerConn(Base&& b, uint64_t conv, std::vector<std::vector<uint8_t>> answer, uint64_t nonce,
+                  std::vector<Msg>&& held)
         : base_(std::move(b)), conv_(conv), answer_(std::move(answer)), nonce_(nonce) {
         size_t kept = filter(std::span(held));
         for (size_t i = 0; i < kept; ++i) held_.push_back(std::move(held[i]));
@@ -419,23 +419,23 @@ public:
             if (Clock::now() >= deadline) return size_t(0);
         }
     }
-    Result<size_t> alloc(std::span<Msg> out)
-        requires CanAlloc<Base>
-    {
-        return base_.alloc(out);
-    }
+    Result<size_t> alloc(std::span<Msg> out) requires CanAlloc<Base> { return base_.alloc(out); }
     void describe(std::vector<std::string>& out) const { base_.describe(out); }
     Base& inner() { return base_; }
     uint64_t negotiation_dropped() const { return dropped_; }
     uint64_t stale_dropped() const { return stale_; }
 
-private:
+  private:
     size_t filter(std::span<Msg> batch) {
         size_t kept = 0;
         for (size_t i = 0; i < batch.size(); ++i) {
             Msg& m = batch[i];
             uint64_t tag;
             if (wire::looks_like_negotiation(m.bytes())) {
+                if (starts_over(m)) { // the rest of the batch belongs to the new connection
+                    for (size_t k = i + 1; k < batch.size(); ++k) batch[k].release();
+                    return kept;
+                }
                 answer_duplicate(bytes_of(m));
                 ++dropped_;
                 m.release();
@@ -453,6 +453,22 @@ private:
             ++kept;
         }
         return kept;
+    }
+
+    // An offer of another conversation from this peer's address: a new client that got the
+    // same address and port (or this one, restarted). Hand it back to the listener.
+    bool starts_over(Msg& m) {
+        if constexpr (requires(Base & b) { b.restart(std::move(m)); }) {
+            wire::Header h;
+            wire::Error err;
+            if (conv_ == 0 || !wire::parse_header(bytes_of(m), h, err) || h.conv == conv_)
+                return false;
+            if (h.type != wire::Type::offer && h.type != wire::Type::zero_rtt) return false;
+            base_.restart(std::move(m));
+            return true;
+        } else {
+            return false;
+        }
     }
 
     void answer_duplicate(std::span<const uint8_t> d) {

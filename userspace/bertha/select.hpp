@@ -43,9 +43,7 @@ template <class... Cs> class SelectConn {
 
     // The connection below, whichever alternative is running (they all wrap the same one):
     // lets a stack be rebuilt under another choice.
-    auto into_inner() &&
-        requires(Unwrappable<Cs> && ...)
-    {
+    auto into_inner() && requires(Unwrappable<Cs>&&...) {
         using Inner = decltype(std::declval<First&&>().into_inner());
         return std::visit([](auto&& c) -> Inner { return std::move(c).into_inner(); },
                           std::move(v_));
@@ -146,7 +144,8 @@ template <class... Alts> class Select {
                         out = std::get<I>(alts_).params();
                 }(),
                 ...);
-        }(std::index_sequence_for<Alts...>{});
+        }
+        (std::index_sequence_for<Alts...>{});
         return out;
     }
 
@@ -185,7 +184,8 @@ template <class... Alts> class Select {
                   ? (void)(pick = I)
                   : (void)0),
              ...);
-        }(std::index_sequence_for<Alts...>{});
+        }
+        (std::index_sequence_for<Alts...>{});
         if (pick) return *pick;
         return fail(Errc::incompatible, std::string(First::info.chunnel),
                     "negotiation chose '" + std::string(chosen) + "' for '" +
@@ -228,7 +228,7 @@ template <class... Alts> Select<std::decay_t<Alts>...> select(Alts&&... alts) {
 // select_any(a, b, ...): this end has no preference among the alternatives; in negotiation the
 // server's order decides (locally, without negotiation, the first runnable one is used).
 template <class... Alts> class SelectAny : public Select<Alts...> {
-public:
+  public:
     using Select<Alts...>::Select;
     static constexpr bool unordered = true;
 };

@@ -11,6 +11,7 @@
 #pragma once
 
 #include "bertha/chunnel.hpp"
+#include "bertha/discovery.hpp"
 #include "bertha/negotiate.hpp"
 #include "bertha/negotiate_conn.hpp"
 
@@ -54,7 +55,9 @@ template <class Ch> negotiation::SlotDecl slot_decl_of() {
     negotiation::SlotDecl d;
     if constexpr (requires { Ch::alternatives(); }) {
         d.alts = Ch::alternatives();
-        constexpr bool unordered = requires { requires Ch::unordered; };
+        constexpr bool unordered = requires {
+            requires Ch::unordered;
+        };
         for (size_t i = 0; i < d.alts.size(); ++i) d.ranks.push_back(unordered ? 0 : uint8_t(i));
     } else {
         d.alts = {Ch::info};
@@ -65,7 +68,8 @@ template <class Ch> negotiation::SlotDecl slot_decl_of() {
 
 // What a chunnel contributes to the answer when `impl` is chosen for it (server side).
 template <class Ch> std::vector<uint8_t> params_of(const Ch& ch, std::string_view impl) {
-    if constexpr (requires { ch.params_for(impl); }) return ch.params_for(impl);
+    if constexpr (requires { ch.params_for(impl); })
+        return ch.params_for(impl);
     else if constexpr (requires { ch.params(); }) {
         if (Ch::info.impl == impl) return ch.params();
     }
@@ -74,14 +78,18 @@ template <class Ch> std::vector<uint8_t> params_of(const Ch& ch, std::string_vie
 
 // Peel layers off a connection down to `Bottom` (every layer must be Unwrappable).
 template <class Bottom, class C> constexpr bool unwraps_to() {
-    if constexpr (std::is_same_v<C, Bottom>) return true;
+    if constexpr (std::is_same_v<C, Bottom>)
+        return true;
     else if constexpr (Unwrappable<C>)
         return unwraps_to<Bottom, decltype(std::declval<C&&>().into_inner())>();
-    else return false;
+    else
+        return false;
 }
 template <class Bottom, class C> Bottom unwrap(C&& c) {
-    if constexpr (std::is_same_v<std::decay_t<C>, Bottom>) return std::move(c);
-    else return unwrap<Bottom>(std::move(c).into_inner());
+    if constexpr (std::is_same_v<std::decay_t<C>, Bottom>)
+        return std::move(c);
+    else
+        return unwrap<Bottom>(std::move(c).into_inner());
 }
 
 } // namespace detail
@@ -118,7 +126,7 @@ template <class... Chs> class Stack {
 
     using Contexts = std::array<ConnectContext, N>;
 
-public:
+  public:
     explicit Stack(Chs... chs) : chs_(std::move(chs)...) {}
 
     using BaseClient = typename decltype(std::declval<const Base&>().connect(
@@ -142,11 +150,14 @@ public:
                     if (err || I + 1 == N || !kMultilateral[I]) return;
                     auto slot = negotiation::offer_slot(
                         detail::slot_decl_of<std::tuple_element_t<I, Tuple>>(), host, side);
-                    if (!slot) err = std::move(slot.error());
-                    else o.slots.push_back(std::move(*slot));
+                    if (!slot)
+                        err = std::move(slot.error());
+                    else
+                        o.slots.push_back(std::move(*slot));
                 }(),
                 ...);
-        }(std::make_index_sequence<N>{});
+        }
+        (std::make_index_sequence<N>{});
         if (err) return std::unexpected(std::move(*err));
         if (o.slots.size() > wire::kMaxSlots)
             return fail(Errc::invalid_argument, "negotiation",
@@ -160,7 +171,7 @@ public:
                                const ConnectContext& ctx_in) const {
         ConnectContext ctx = ctx_in;
         ctx.side = Side::client;
-        if (!ctx.host) ctx.host = local_ctx().host;
+        if (!ctx.host) ctx.host = &probe(&peer).facts; // the interface towards the peer
         auto base = std::get<N - 1>(chs_).connect(peer, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
         auto st = std::make_shared<negotiation::ClientState>();
@@ -199,13 +210,13 @@ public:
         return finish(ClientBottom(std::move(*base), st, std::move(held)), *c, st, ctx);
     }
     Result<ClientConn> connect(const Addr& peer, const negotiation::Options& opts) const {
-        return connect(peer, opts, local_ctx());
+        return connect(peer, opts, ConnectContext{});
     }
     Result<ClientConn> connect(const Addr& peer, const ConnectContext& ctx) const {
         return connect(peer, negotiation::Options{}, ctx);
     }
     Result<ClientConn> connect(const Addr& peer) const {
-        return connect(peer, negotiation::Options{}, local_ctx());
+        return connect(peer, negotiation::Options{}, ConnectContext{});
     }
 
     // One connection, bound to `local`, that talks to any peer (each message carries its peer).
@@ -213,22 +224,22 @@ public:
     Result<BoundConn> bind(const Addr& local, const ConnectContext& ctx_in) const {
         ConnectContext ctx = ctx_in;
         ctx.side = Side::server;
-        if (!ctx.host) ctx.host = local_ctx().host;
+        if (!ctx.host) ctx.host = &probe_local(local).facts;
         auto base = std::get<N - 1>(chs_).bind(local, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
         Contexts all;
         all.fill(ctx);
         return wrap<BoundConn>(std::move(*base), all);
     }
-    Result<BoundConn> bind(const Addr& local) const { return bind(local, local_ctx()); }
+    Result<BoundConn> bind(const Addr& local) const { return bind(local, ConnectContext{}); }
 
     // A listener on `local`; accept() negotiates with each new peer and yields its connection.
     class Listener {
-    public:
+      public:
         using BaseListener = typename decltype(std::declval<const Base&>().listen(
             std::declval<const Addr&>(), std::declval<const ConnectContext&>()))::value_type;
-        using BasePeer =
-            typename decltype(std::declval<BaseListener&>().accept(Deadline{}))::value_type::value_type;
+        using BasePeer = typename decltype(std::declval<BaseListener&>().accept(
+            Deadline{}))::value_type::value_type;
         using PeerBottom = negotiation::NegServerConn<BasePeer>;
         using PeerConn = final_t<PeerBottom>;
 
@@ -273,7 +284,7 @@ public:
         uint64_t refused() const { return refused_; }
         uint64_t expired() const { return expired_; }
 
-    private:
+      private:
         friend class Stack;
         Listener(const Stack& s, BaseListener&& b, const ConnectContext& ctx,
                  const negotiation::Options& opts, wire::Offer server_offer)
@@ -287,30 +298,37 @@ public:
             Clock::time_point since;
         };
 
-        // Read what the peer sent so far; answer once its offer is complete.
+        // Read what the peer sent so far; answer once its offer is complete. Every datagram of
+        // the batch is filed first (data in order into `held`, negotiation into the
+        // reassembler), so data right behind a zero-RTT message is kept, not lost.
         Result<void> step(Pending& p, std::optional<PeerConn>& done, bool& drop) {
             Msg batch[16];
             auto got = p.conn.recv(std::span(batch), no_wait);
             if (!got) return std::unexpected(std::move(got.error()));
-            for (size_t i = 0; i < *got && !done && !drop; ++i) {
+            std::optional<wire::Header> complete;
+            for (size_t i = 0; i < *got; ++i) {
                 Msg& m = batch[i];
                 if (!wire::looks_like_negotiation(m.bytes())) {
                     if (p.held.size() < 256) p.held.push_back(std::move(m));
                     continue;
                 }
+                if (complete) continue; // a retransmission behind the message being answered
                 auto d = negotiation::bytes_of(m);
                 wire::Header h;
                 wire::Error err;
                 if (!wire::parse_header(d, h, err)) {
-                    if (err.code == wire::Errc::bad_version && d.size() >= wire::kHeaderSize)
-                        refuse_version(p, d), drop = true;
+                    if (err.code == wire::Errc::bad_version && d.size() >= wire::kHeaderSize) {
+                        refuse_version(p, d);
+                        drop = true;
+                        return {};
+                    }
                     continue;
                 }
                 if (h.type != wire::Type::offer && h.type != wire::Type::zero_rtt) continue;
-                if (!p.reasm.feed(h, d.subspan(wire::kHeaderSize))) continue;
-                if (auto r = answer(p, h, done, drop); !r) return r;
+                if (p.reasm.feed(h, d.subspan(wire::kHeaderSize))) complete = h;
             }
-            if (!done && !drop && Clock::now() - p.since > opts_.accept_idle) {
+            if (complete) return answer(p, *complete, done, drop);
+            if (Clock::now() - p.since > opts_.accept_idle) {
                 ++expired_;
                 drop = true;
             }
@@ -342,18 +360,26 @@ public:
             uint64_t fp = wire::fingerprint(offer);
             const wire::Pick* pick = nonces_.find(fp);
             if (!pick) {
-                auto decision = negotiation::decide(
-                    offer, server_offer_, negotiation::random_u64(),
-                    [this](size_t slot, const std::string& impl) {
-                        return stack_.params_at(slot_positions()[slot], impl);
-                    });
+                auto decision =
+                    negotiation::decide(offer, server_offer_, negotiation::random_u64(),
+                                        [this](size_t slot, const std::string& impl) {
+                                            return stack_.params_at(slot_positions()[slot], impl);
+                                        });
                 if (decision.refuse) return send_refuse(p, h.conv, *decision.refuse, drop);
                 pick = &nonces_.pick_for(fp, [&] { return *decision.pick; });
             }
+            if (!fits(*pick)) {
+                wire::Refuse r;
+                r.reason = wire::RefuseReason::malformed;
+                r.chunnel = "stack";
+                r.message = "the server's chunnels contribute parameters beyond the limit of " +
+                            std::to_string(wire::kMaxParams) + " bytes per chunnel";
+                return send_refuse(p, h.conv, r, drop);
+            }
             std::vector<std::vector<uint8_t>> reply;
             if (zero && cached_nonce == pick->nonce)
-                reply = wire::frame(wire::Type::ack, 0, h.conv,
-                                    wire::encode(wire::Ack{pick->nonce}));
+                reply =
+                    wire::frame(wire::Type::ack, 0, h.conv, wire::encode(wire::Ack{pick->nonce}));
             else
                 reply = wire::frame(wire::Type::pick, zero ? wire::flag_zero_rtt_refused : 0,
                                     h.conv, wire::encode(*pick));
@@ -361,13 +387,19 @@ public:
                 return std::unexpected(std::move(s.error()));
             auto c = stack_.contexts(*pick, ctx_);
             if (!c) return std::unexpected(std::move(c.error()));
-            auto w = stack_.template wrap<PeerConn>(
-                PeerBottom(std::move(p.conn), h.conv, std::move(reply), pick->nonce,
-                           std::move(p.held)),
-                *c);
+            auto w = stack_.template wrap<PeerConn>(PeerBottom(std::move(p.conn), h.conv,
+                                                               std::move(reply), pick->nonce,
+                                                               std::move(p.held)),
+                                                    *c);
             if (!w) return std::unexpected(std::move(w.error()));
             done.emplace(std::move(*w));
             return {};
+        }
+
+        static bool fits(const wire::Pick& p) {
+            for (auto& c : p.choices)
+                if (c.params.size() > wire::kMaxParams) return false;
+            return true;
         }
 
         Result<void> send_refuse(Pending& p, uint64_t conv, const wire::Refuse& r, bool& drop) {
@@ -405,7 +437,7 @@ public:
                             const ConnectContext& ctx_in) const {
         ConnectContext ctx = ctx_in;
         ctx.side = Side::server;
-        if (!ctx.host) ctx.host = local_ctx().host;
+        if (!ctx.host) ctx.host = &probe_local(local).facts;
         wire::Offer server_offer;
         if (opts.enabled) {
             auto o = offer(*ctx.host, Side::server);
@@ -417,13 +449,13 @@ public:
         return Listener(*this, std::move(*base), ctx, opts, std::move(server_offer));
     }
     Result<Listener> listen(const Addr& local, const negotiation::Options& opts) const {
-        return listen(local, opts, local_ctx());
+        return listen(local, opts, ConnectContext{});
     }
     Result<Listener> listen(const Addr& local, const ConnectContext& ctx) const {
         return listen(local, negotiation::Options{}, ctx);
     }
     Result<Listener> listen(const Addr& local) const {
-        return listen(local, negotiation::Options{}, local_ctx());
+        return listen(local, negotiation::Options{}, ConnectContext{});
     }
 
     // Per stack position, the context to wrap it with under `pick`. An error when the pick
@@ -435,8 +467,7 @@ public:
         if (pick.choices.size() != positions.size())
             return fail(Errc::incompatible, "negotiation",
                         "the answer chose for " + std::to_string(pick.choices.size()) +
-                            " chunnels; this stack negotiates " +
-                            std::to_string(positions.size()));
+                            " chunnels; this stack negotiates " + std::to_string(positions.size()));
         for (size_t s = 0; s < positions.size(); ++s) {
             const wire::Choice& c = pick.choices[s];
             out[positions[s]].chosen = c.impl;
@@ -448,19 +479,13 @@ public:
     std::vector<uint8_t> params_at(size_t pos, const std::string& impl) const {
         std::vector<uint8_t> out;
         [&]<size_t... I>(std::index_sequence<I...>) {
-            ((I == pos ? (void)(out = detail::params_of(std::get<I>(chs_), impl)) : (void)0),
-             ...);
-        }(std::make_index_sequence<N - 1>{});
+            ((I == pos ? (void)(out = detail::params_of(std::get<I>(chs_), impl)) : (void)0), ...);
+        }
+        (std::make_index_sequence<N - 1>{});
         return out;
     }
 
-private:
-    static const ConnectContext& local_ctx() {
-        static const HostFacts facts = HostFacts::local();
-        static const ConnectContext ctx{&facts};
-        return ctx;
-    }
-
+  private:
     Result<ClientConn> finish(ClientBottom&& bottom, const Contexts& c,
                               std::shared_ptr<negotiation::ClientState> st,
                               const ConnectContext& ctx) const {

@@ -18,6 +18,7 @@ namespace {
 constexpr uint64_t kSend = 1ull << 56;
 constexpr uint64_t kRecvMultishot = 2ull << 56;
 constexpr uint64_t kRecvPlain = 3ull << 56;
+constexpr uint64_t kCancel = 4ull << 56;
 constexpr uint64_t kKindMask = 0xffull << 56;
 constexpr uint16_t kBufferGroup = 0;
 constexpr uint32_t kPlainRecvs = 64; // standing recvmsg requests when there is no multishot
@@ -86,6 +87,7 @@ class UdpEngine {
     template <class Sink> size_t harvest(Sink& sink);
     template <class Sink> void handle(io_uring_cqe* cqe, Sink& sink, size_t& delivered);
     io_uring_sqe* sqe_or_flush();
+    void quiesce();
     static void recycle(void* self, uint32_t slot) noexcept;
     std::string who() const { return "udp " + local_.to_string(); }
 
@@ -254,13 +256,38 @@ void UdpEngine::recycle(void* self, uint32_t slot) noexcept {
 
 UdpEngine::~UdpEngine() {
     stash_.clear();
+    if (ring_ok_) quiesce();
     for (auto& s : sends_) s.msg.release();
-    if (ring_ok_) io_uring_queue_exit(&ring_); // cancels the standing receives
+    if (ring_ok_) io_uring_queue_exit(&ring_);
     if (pool_) pool_->set_recycle(nullptr, nullptr);
     for (auto& pr : plain_)
         if (pr.slot >= 0) pool_->give_back(uint32_t(pr.slot));
     if (br_) munmap(br_, br_len_);
     if (fd_ >= 0) close(fd_);
+}
+
+// Cancel the standing receives and reap every request before the ring goes: each request holds
+// a reference to the socket, and io_uring_queue_exit alone drops them later, from a kernel
+// worker, so the port would stay bound for a while after close(). Bounded to 200 ms.
+void UdpEngine::quiesce() {
+    io_uring_sqe* sqe = sqe_or_flush();
+    if (!sqe) return;
+    io_uring_prep_cancel_fd(sqe, fd_, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, kCancel);
+    io_uring_submit(&ring_);
+    auto drop = [](Msg&&) { return true; }; // accepted and destroyed: the slot goes back
+    auto deadline = Clock::now() + std::chrono::milliseconds(200);
+    auto busy = [&] {
+        size_t plain_out = plain_.size() - plain_idle_.size();
+        return armed_ || plain_out > 0 || send_free_.size() < sends_.size();
+    };
+    while (busy() && Clock::now() < deadline) {
+        __kernel_timespec ts{0, 10'000'000};
+        io_uring_cqe* cqe = nullptr;
+        io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+        harvest(drop);
+        stash_.clear();
+    }
 }
 
 io_uring_sqe* UdpEngine::sqe_or_flush() {
@@ -619,11 +646,27 @@ UdpPeerConn::~UdpPeerConn() {
     if (d_) d_->close_queue(queue_);
 }
 
+namespace {
+std::unexpected<Error> peer_gone(const Addr& peer) {
+    return fail(Errc::closed, "udp " + peer.to_string(),
+                "the peer started a new connection from the same address; this one is closed");
+}
+} // namespace
+
 Result<size_t> UdpPeerConn::send(std::span<Msg> batch) {
+    if (!d_) return peer_gone(peer_);
     return d_->e_->send(batch, &peer_);
 }
 
+void UdpPeerConn::restart(Msg&& first) {
+    if (!d_) return;
+    d_->close_queue(queue_);
+    d_->route(std::move(first)); // an unknown peer again: it lands in the accept backlog
+    d_.reset();
+}
+
 Result<size_t> UdpPeerConn::recv(std::span<Msg> batch, Deadline deadline) {
+    if (!d_) return peer_gone(peer_);
     if (batch.empty()) return size_t(0);
     MsgRing& q = d_->queues_[queue_]->ring;
     for (;;) {
@@ -637,6 +680,7 @@ Result<size_t> UdpPeerConn::recv(std::span<Msg> batch, Deadline deadline) {
 }
 
 Result<size_t> UdpPeerConn::alloc(std::span<Msg> out) {
+    if (!d_) return peer_gone(peer_);
     return d_->e_->alloc(out);
 }
 void UdpPeerConn::describe(std::vector<std::string>& out) const {

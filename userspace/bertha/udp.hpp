@@ -83,6 +83,11 @@ class UdpPeerConn {
     void describe(std::vector<std::string>& out) const;
     const Addr& peer() const { return peer_; }
 
+    // The peer started over (a new connection from the same address and port): this
+    // connection closes, and `first` goes back to the listener as a new peer's first message.
+    void restart(Msg&& first);
+    bool closed() const { return !d_; }
+
   private:
     friend class UdpListener;
     UdpPeerConn(std::shared_ptr<UdpDemux> d, uint32_t queue, const Addr& peer);

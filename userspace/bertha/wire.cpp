@@ -21,7 +21,7 @@ constexpr auto kCrcTable = make_crc_table();
 
 // ---- writing ----------------------------------------------------------------------------------
 class Writer {
-public:
+  public:
     void u8(uint8_t v) { b_.push_back(v); }
     void u16(uint16_t v) {
         u8(uint8_t(v >> 8));
@@ -49,14 +49,15 @@ public:
     }
     std::vector<uint8_t> take() { return std::move(b_); }
 
-private:
+  private:
     std::vector<uint8_t> b_;
 };
 
 // ---- reading: every read is bounds-checked; the first failure sticks --------------------------
 class Reader {
-public:
-    Reader(std::span<const uint8_t> b, const char* what, Error& err) : b_(b), what_(what), err_(err) {}
+  public:
+    Reader(std::span<const uint8_t> b, const char* what, Error& err)
+        : b_(b), what_(what), err_(err) {}
 
     bool ok() const { return ok_; }
     bool fail(Errc code, const std::string& why) {
@@ -141,12 +142,12 @@ public:
     }
     bool finish() {
         if (ok_ && pos_ != b_.size())
-            return fail(Errc::trailing_bytes, std::to_string(b_.size() - pos_) +
-                                                  " bytes after the end of the message");
+            return fail(Errc::trailing_bytes,
+                        std::to_string(b_.size() - pos_) + " bytes after the end of the message");
         return ok_;
     }
 
-private:
+  private:
     std::span<const uint8_t> b_;
     size_t pos_ = 0;
     const char* what_;
@@ -154,8 +155,12 @@ private:
     bool ok_ = true;
 };
 
-bool valid_match(uint8_t v) { return v <= uint8_t(Match::compositional); }
-bool valid_runs_at(uint8_t v) { return v <= uint8_t(RunsAt::server); }
+bool valid_match(uint8_t v) {
+    return v <= uint8_t(Match::compositional);
+}
+bool valid_runs_at(uint8_t v) {
+    return v <= uint8_t(RunsAt::server);
+}
 
 void write_offer(Writer& w, const Offer& o) {
     w.u8(uint8_t(o.slots.size()));
@@ -175,8 +180,8 @@ void write_offer(Writer& w, const Offer& o) {
 bool read_offer(Reader& r, Offer& o) {
     uint8_t nslots = r.u8("slot count");
     if (r.ok() && nslots > kMaxSlots)
-        return r.fail(Errc::too_large, std::to_string(nslots) + " chunnels, more than " +
-                                           std::to_string(kMaxSlots));
+        return r.fail(Errc::too_large,
+                      std::to_string(nslots) + " chunnels, more than " + std::to_string(kMaxSlots));
     o.slots.clear();
     for (size_t i = 0; r.ok() && i < nslots; ++i) {
         Slot s;
@@ -217,8 +222,8 @@ bool read_offer(Reader& r, Offer& o) {
     return r.ok();
 }
 
-template <class T> bool decode_with(std::span<const uint8_t> body, T& out, Error& err,
-                                    const char* what, auto&& read) {
+template <class T>
+bool decode_with(std::span<const uint8_t> body, T& out, Error& err, const char* what, auto&& read) {
     Reader r(body, what, err);
     T tmp;
     read(r, tmp);
@@ -264,8 +269,7 @@ bool parse_header(std::span<const uint8_t> d, Header& h, Error& err) {
                         std::to_string(d.size()));
     if (d.size() > kMaxDatagram)
         return fail(Errc::too_large, 8,
-                    std::to_string(d.size()) + " bytes, more than " +
-                        std::to_string(kMaxDatagram));
+                    std::to_string(d.size()) + " bytes, more than " + std::to_string(kMaxDatagram));
     h.flags = uint16_t(d[10] << 8 | d[11]);
     if (h.flags & ~uint16_t(flags_known))
         return fail(Errc::bad_flags, 10, "unknown flag bits " + std::to_string(h.flags));
@@ -375,8 +379,8 @@ bool decode(std::span<const uint8_t> body, Pick& out, Error& err) {
         p.nonce = r.u64("nonce");
         uint8_t n = r.u8("choice count");
         if (r.ok() && n > kMaxSlots) {
-            r.fail(Errc::too_large, std::to_string(n) + " choices, more than " +
-                                        std::to_string(kMaxSlots));
+            r.fail(Errc::too_large,
+                   std::to_string(n) + " choices, more than " + std::to_string(kMaxSlots));
             return;
         }
         for (size_t i = 0; r.ok() && i < n; ++i) {
@@ -411,8 +415,8 @@ bool decode(std::span<const uint8_t> body, Refuse& out, Error& err) {
         for (auto* list : {&f.client_offered, &f.server_offered}) {
             uint8_t n = r.u8("offered count");
             if (r.ok() && n > kMaxAlts) {
-                r.fail(Errc::too_large, std::to_string(n) + " names, more than " +
-                                            std::to_string(kMaxAlts));
+                r.fail(Errc::too_large,
+                       std::to_string(n) + " names, more than " + std::to_string(kMaxAlts));
                 return;
             }
             for (size_t i = 0; r.ok() && i < n; ++i) list->push_back(r.name("offered name"));
@@ -465,21 +469,30 @@ void Reassembler::reset() {
 
 std::string_view to_string(Type t) noexcept {
     switch (t) {
-    case Type::offer: return "offer";
-    case Type::pick: return "pick";
-    case Type::refuse: return "refuse";
-    case Type::zero_rtt: return "zero-rtt";
-    case Type::ack: return "ack";
+    case Type::offer:
+        return "offer";
+    case Type::pick:
+        return "pick";
+    case Type::refuse:
+        return "refuse";
+    case Type::zero_rtt:
+        return "zero-rtt";
+    case Type::ack:
+        return "ack";
     }
     return "unknown";
 }
 
 std::string_view to_string(RefuseReason r) noexcept {
     switch (r) {
-    case RefuseReason::no_compatible: return "no compatible implementation";
-    case RefuseReason::stack_mismatch: return "the stacks differ";
-    case RefuseReason::bad_version: return "unsupported version";
-    case RefuseReason::malformed: return "malformed offer";
+    case RefuseReason::no_compatible:
+        return "no compatible implementation";
+    case RefuseReason::stack_mismatch:
+        return "the stacks differ";
+    case RefuseReason::bad_version:
+        return "unsupported version";
+    case RefuseReason::malformed:
+        return "malformed offer";
     }
     return "unknown";
 }

@@ -33,13 +33,23 @@ inline constexpr uint32_t kMagic = 0xC49B1EB7;
 inline constexpr uint8_t kVersion = 1;
 inline constexpr size_t kHeaderSize = 24;
 inline constexpr size_t kMaxDatagram = 1200; // fits any IPv6 path (1280) with room to spare
-inline constexpr size_t kMaxParts = 32;
+inline constexpr size_t kMaxParts = 64;
 inline constexpr size_t kMaxBody = kMaxParts * (kMaxDatagram - kHeaderSize);
 inline constexpr size_t kMaxSlots = 64;        // multilateral chunnels in one stack
 inline constexpr size_t kMaxAlts = 16;         // implementations offered for one chunnel
 inline constexpr size_t kMaxName = 48;         // chunnel or implementation name
-inline constexpr size_t kMaxParams = 4096;     // parameters one chunnel contributes
+inline constexpr size_t kMaxParams = 1024;     // parameters one chunnel contributes
 inline constexpr size_t kMaxMessageText = 512; // a refusal's explanation
+
+// The limits fit together: the largest message every per-field limit allows can be framed.
+inline constexpr size_t kMaxOfferBody =
+    1 + kMaxSlots * (4 + 1 + 1 + kMaxName + 1 + kMaxAlts * (1 + 1 + 1 + kMaxName));
+inline constexpr size_t kMaxPickBody = 8 + 1 + kMaxSlots * (4 + 1 + kMaxName + 1 + 2 + kMaxParams);
+inline constexpr size_t kMaxRefuseBody =
+    1 + 1 + 4 + 1 + kMaxName + 2 * (1 + kMaxAlts * (1 + kMaxName)) + 2 + kMaxMessageText;
+static_assert(8 + kMaxOfferBody <= kMaxBody, "the largest zero-rtt message must fit in kMaxParts");
+static_assert(kMaxPickBody <= kMaxBody, "the largest pick must fit in kMaxParts");
+static_assert(kMaxRefuseBody <= kMaxBody, "the largest refusal must fit in kMaxParts");
 
 enum class Type : uint8_t {
     offer = 1,    // client -> server: every implementation it can run, per chunnel
@@ -60,10 +70,10 @@ enum class Match : uint8_t { exact = 0, compositional = 1 };
 enum class RunsAt : uint8_t { both = 0, client = 1, server = 2 };
 
 enum class RefuseReason : uint8_t {
-    no_compatible = 1, // a chunnel has no implementation both ends accept
+    no_compatible = 1,  // a chunnel has no implementation both ends accept
     stack_mismatch = 2, // the two stacks do not have the same chunnels in the same order
-    bad_version = 3,   // the offer's version is not one this server speaks
-    malformed = 4,     // the offer could not be decoded
+    bad_version = 3,    // the offer's version is not one this server speaks
+    malformed = 4,      // the offer could not be decoded
 };
 
 struct Alt {
@@ -176,14 +186,14 @@ uint64_t fingerprint(const Offer&);
 
 // Collects the parts of one message. Bounded: at most kMaxParts parts of one conversation.
 class Reassembler {
-public:
+  public:
     // Feed one datagram's header and payload. Returns true when the message is complete; then
     // body() holds it until the next feed. Parts of another conversation or type start over.
     bool feed(const Header& h, std::span<const uint8_t> payload);
     const std::vector<uint8_t>& body() const { return body_; }
     void reset();
 
-private:
+  private:
     uint64_t conv_ = 0;
     Type type_ = Type::offer;
     uint8_t parts_ = 0, have_ = 0;
