@@ -125,6 +125,14 @@ template <char Tag, Where W> struct Tally {
     }
 };
 
+// Host facts that grant exactly `granted` and deny the rest with a reason.
+inline HostFacts facts_with(Need granted) {
+    HostFacts f;
+    f.grant(granted);
+    f.deny(Need(~uint32_t(granted) & 0x1f), "denied by the test");
+    return f;
+}
+
 inline std::string text(const Msg& m) {
     return std::string(reinterpret_cast<const char*>(m.data()), m.size());
 }

@@ -121,12 +121,6 @@ std::vector<std::string> numbered(const std::string& prefix, size_t n) {
     return v;
 }
 
-HostFacts facts_with(Need granted) {
-    HostFacts f;
-    f.grant(granted);
-    f.deny(Need(~uint32_t(granted) & 0x1f), "denied by the test");
-    return f;
-}
 
 } // namespace
 

@@ -16,12 +16,6 @@ Addr loopback(uint16_t port = 0) {
     return *Addr::parse("127.0.0.1:" + std::to_string(port));
 }
 
-HostFacts facts_with(Need granted) {
-    HostFacts f;
-    f.grant(granted);
-    f.deny(Need(~uint32_t(granted) & 0x1f), "denied by the test");
-    return f;
-}
 } // namespace
 
 TEST_CASE("make_stack sends top-down and receives bottom-up") {

@@ -67,6 +67,16 @@ Result<void> send_datagrams(Conn& c, const std::vector<std::vector<uint8_t>>& dg
     return {};
 }
 
+// Hand messages kept aside (data that came during the handshake) to a receive batch first.
+inline size_t drain(std::deque<Msg>& held, std::span<Msg> batch) {
+    size_t n = 0;
+    while (n < batch.size() && !held.empty()) {
+        batch[n++] = std::move(held.front());
+        held.pop_front();
+    }
+    return n;
+}
+
 inline std::span<const uint8_t> bytes_of(const Msg& m) {
     return {reinterpret_cast<const uint8_t*>(m.data()), m.size()};
 }
@@ -117,12 +127,7 @@ class NegClientConn {
 
     Result<size_t> recv(std::span<Msg> batch, Deadline deadline) {
         for (;;) {
-            size_t n = 0;
-            while (n < batch.size() && !held_.empty()) {
-                batch[n++] = std::move(held_.front());
-                held_.pop_front();
-            }
-            if (n) return n;
+            if (size_t n = drain(held_, batch)) return n;
             Deadline until = deadline;
             bool pending = st_->phase == ClientState::Phase::zero_rtt_pending;
             if (pending && st_->next_retx < until) until = st_->next_retx;
@@ -407,12 +412,7 @@ class NegServerConn {
     Result<size_t> send(std::span<Msg> batch) { return base_.send(batch); }
     Result<size_t> recv(std::span<Msg> batch, Deadline deadline) {
         for (;;) {
-            size_t n = 0;
-            while (n < batch.size() && !held_.empty()) {
-                batch[n++] = std::move(held_.front());
-                held_.pop_front();
-            }
-            if (n) return n;
+            if (size_t n = drain(held_, batch)) return n;
             auto got = base_.recv(batch, deadline);
             if (!got || *got == 0) return got;
             if (size_t kept = filter(batch.first(*got))) return kept;
