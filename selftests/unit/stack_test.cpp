@@ -84,14 +84,16 @@ TEST_CASE("select picks the first implementation the host can run, in preference
 
     SUBCASE("host without xdp: the fallback is chosen") {
         HostFacts host = facts_with(Need::privilege);
-        auto conn = make_stack(sel, Udp{}).connect(raw->local(), prearranged, ConnectContext{&host});
+        auto conn =
+            make_stack(sel, Udp{}).connect(raw->local(), prearranged, ConnectContext{&host});
         REQUIRE(conn);
         CHECK(conn->inner().chosen() == 1);
         CHECK(describe(*conn) == "header/header-p > udp/io_uring");
     }
     SUBCASE("host with xdp: the preferred one is chosen") {
         HostFacts host = facts_with(Need::xdp);
-        auto conn = make_stack(sel, Udp{}).connect(raw->local(), prearranged, ConnectContext{&host});
+        auto conn =
+            make_stack(sel, Udp{}).connect(raw->local(), prearranged, ConnectContext{&host});
         REQUIRE(conn);
         CHECK(conn->inner().chosen() == 0);
         // The chosen implementation really runs: its header is on the wire.
@@ -210,4 +212,23 @@ TEST_CASE("a listener wraps every accepted peer in the stack, even from a tempor
     CHECK(text(back[0]) == "ping");
     CHECK(echoed == "ping");
     CHECK(server_side == "header/header-s > noop/passthrough > udp/io_uring");
+}
+
+TEST_CASE("accept(no_wait) looks at the socket: a waiting peer is accepted without blocking") {
+    auto listener = make_stack(Udp{}).listen(loopback(), prearranged);
+    REQUIRE(listener);
+    auto cli = Udp{}.connect(listener->base().local());
+    REQUIRE(cli);
+    std::vector<Msg> out(1);
+    REQUIRE(cli->alloc(out) == 1);
+    REQUIRE(put(out[0], "knock"));
+    REQUIRE(cli->send(out) == 1);
+    bool accepted = false;
+    for (int i = 0; i < 200 && !accepted; ++i) { // the datagram may need a moment to arrive
+        auto got = listener->accept(no_wait);
+        REQUIRE(got);
+        accepted = got->has_value();
+        if (!accepted) std::this_thread::sleep_for(1ms);
+    }
+    CHECK(accepted);
 }

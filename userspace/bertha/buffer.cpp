@@ -13,8 +13,10 @@ Result<std::unique_ptr<BufferPool>> BufferPool::create(uint32_t slots, uint32_t 
                     "slots than slots");
     std::unique_ptr<BufferPool> p(new BufferPool());
     p->map_len_ = size_t(slots) * slot_size;
-    void* mem = mmap(nullptr, p->map_len_, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    // No MAP_POPULATE: pre-faulting 2 MiB made every connect cost ~0.8 ms of CPU; a slot's
+    // pages are faulted in once, on first use, instead.
+    void* mem =
+        mmap(nullptr, p->map_len_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED)
         return fail_sys("buffers", "mmap of " + std::to_string(p->map_len_) + " bytes failed",
                         errno);

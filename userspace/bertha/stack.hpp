@@ -259,15 +259,33 @@ template <class... Chs> class Stack {
                     }
                     ++i;
                 }
+                // Look at the socket at least once, even with a deadline already passed
+                // (accept(no_wait)), then return when the deadline has passed.
                 auto now = Clock::now();
-                if (now >= deadline && pending_.empty()) return std::optional<PeerConn>{};
-                if (now >= deadline) return std::optional<PeerConn>{};
                 Deadline slice = pending_.empty()
                                      ? deadline
                                      : std::min(deadline, now + std::chrono::milliseconds(2));
                 auto got = base_.accept(slice);
                 if (!got) return std::unexpected(std::move(got.error()));
-                if (!*got) continue;
+                if (!*got) {
+                    if (Clock::now() >= deadline) {
+                        // One more pass so a peer whose offer just arrived is answered now.
+                        for (size_t i = 0; i < pending_.size();) {
+                            std::optional<PeerConn> done;
+                            bool drop = false;
+                            if (auto r = step(pending_[i], done, drop); !r)
+                                return std::unexpected(std::move(r.error()));
+                            if (done || drop) {
+                                pending_.erase(pending_.begin() + long(i));
+                                if (done) return done;
+                                continue;
+                            }
+                            ++i;
+                        }
+                        return std::optional<PeerConn>{};
+                    }
+                    continue;
+                }
                 if (!opts_.enabled) { // pre-arranged: no exchange, this host's own choice
                     Contexts all;
                     all.fill(ctx_);

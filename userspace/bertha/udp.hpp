@@ -26,7 +26,7 @@ struct UdpOptions {
     uint32_t send_slots = 512;  // buffers for messages the application builds (alloc)
     uint32_t slot_size = 2048;  // bytes per buffer: head-room + payload
     uint32_t headroom = 128;    // bytes in front of every payload for pushed headers
-    uint32_t peer_queue = 1024; // per accepted peer: messages waiting for recv()
+    uint32_t peer_queue = 256;  // per accepted peer: messages waiting for recv() (14 KiB)
     uint32_t accept_backlog = 256;
     int socket_buffer = 4 << 20; // SO_RCVBUF / SO_SNDBUF request
 };
