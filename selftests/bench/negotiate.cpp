@@ -412,10 +412,8 @@ class Server {
         int64_t peer_cpu_ns = 0, peer_cpu_max_ns = 0, calls_cpu_ns = 0;
     };
 
-    // Listener::accept() returns at once, without looking at its socket, when the deadline has
-    // passed, so `no_wait` never accepts anyone (reported as a library problem). A deadline
-    // 1 us ahead makes it one look that waits at most 1 us.
-    static bertha::Deadline poll_deadline() { return Clock::now() + 1us; }
+    // One look at the listener that never waits.
+    static bertha::Deadline poll_deadline() { return bertha::no_wait; }
 
     // One listener's round: accept, then read its peers if the ring received anything since.
     // Burst peers wait until the burst has been quiet for 20 ms: reading 1,000 idle peers
