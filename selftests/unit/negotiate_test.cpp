@@ -121,7 +121,6 @@ std::vector<std::string> numbered(const std::string& prefix, size_t n) {
     return v;
 }
 
-
 } // namespace
 
 TEST_CASE("negotiation: compatible stacks agree, and the client's preference wins") {
@@ -605,4 +604,57 @@ TEST_CASE("negotiation: a new client on a finished client's address and port is 
     }
     for (int i = 0; i < 200 && srv.accepted() < 2; ++i) std::this_thread::sleep_for(5ms);
     CHECK(srv.accepted() == 2);
+}
+
+TEST_CASE("zero-RTT: data that overtakes the zero-rtt message is held, then delivered once") {
+    negotiation::ZeroRttCache::instance().clear();
+    auto stack = make_stack(Header<'a'>{}, Udp{});
+    EchoServer srv(stack);
+    uint64_t nonce;
+    {
+        auto first = stack.connect(srv.at, negotiation::Options{.zero_rtt = false});
+        REQUIRE_MESSAGE(first, (first ? "" : first.error().what()));
+        nonce = first->pick().nonce;
+    }
+    auto offer = stack.offer(HostFacts::local(), Side::client);
+    REQUIRE(offer);
+    // A raw client forces the order: two data datagrams first (one under the accepted nonce,
+    // one under a stale one), then the zero-rtt message.
+    auto raw = Udp{}.connect(srv.at);
+    REQUIRE(raw);
+    std::vector<Msg> data(2);
+    REQUIRE(raw->alloc(data) == 2);
+    REQUIRE(put(data[0], "aearly")); // 'a': the header layer's byte, then the payload
+    REQUIRE(put(data[1], "astale"));
+    REQUIRE(negotiation::push_prefix(data[0], nonce));
+    REQUIRE(negotiation::push_prefix(data[1], nonce ^ 1));
+    REQUIRE(raw->send(data) == 2);
+    std::this_thread::sleep_for(20ms); // the data is at the server, waiting
+    REQUIRE(
+        negotiation::send_datagrams(*raw, wire::frame(wire::Type::zero_rtt, 0, 4242,
+                                                      wire::encode(wire::ZeroRtt{nonce, *offer}))));
+
+    bool acked = false;
+    std::vector<std::string> echoed;
+    std::vector<Msg> in(8);
+    auto deadline = after(2s);
+    while ((!acked || echoed.empty()) && Clock::now() < deadline) {
+        auto n = raw->recv(in, deadline);
+        REQUIRE(n);
+        for (size_t i = 0; i < *n; ++i) {
+            auto d = negotiation::bytes_of(in[i]);
+            wire::Header h;
+            wire::Error err;
+            if (wire::parse_header(d, h, err))
+                acked |= h.type == wire::Type::ack;
+            else
+                echoed.push_back(text(in[i]));
+        }
+    }
+    CHECK(acked);
+    CHECK(echoed == std::vector<std::string>{"aearly"}); // echoed under the header, tag gone
+    std::this_thread::sleep_for(20ms);
+    auto got = srv.received();
+    CHECK(std::count(got.begin(), got.end(), "early") == 1);
+    CHECK(std::count(got.begin(), got.end(), "stale") == 0); // stale tag: dropped, not misread
 }
