@@ -125,6 +125,18 @@ template <char Tag, Where W> struct Tally {
     }
 };
 
+// Header<Tag> under a 48-character implementation name: stacks of these make offers larger
+// than one negotiation datagram.
+template <char Tag> struct LongName : Header<Tag> {
+    static constexpr char name[] = {'a', '-', 'r', 'a', 't', 'h', 'e', 'r', '-', 'l', 'o', 'n', 'g',
+                                    '-', 'i', 'm', 'p', 'l', 'e', 'm', 'e', 'n', 't', 'a', 't', 'i',
+                                    'o', 'n', '-', 'n', 'a', 'm', 'e', '-', 'f', 'o', 'r', '-', 't',
+                                    'h', 'e', '-', 't', 'e', 's', 't', '-', Tag, 0};
+    static_assert(sizeof(name) == 49);
+    static constexpr ChunnelInfo info{
+        100, "header", name, "test", Match::exact, Scope::multilateral, Need::none};
+};
+
 // Host facts that grant exactly `granted` and deny the rest with a reason.
 inline HostFacts facts_with(Need granted) {
     HostFacts f;

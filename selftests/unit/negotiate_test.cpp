@@ -658,3 +658,21 @@ TEST_CASE("zero-RTT: data that overtakes the zero-rtt message is held, then deli
     CHECK(std::count(got.begin(), got.end(), "early") == 1);
     CHECK(std::count(got.begin(), got.end(), "stale") == 0); // stale tag: dropped, not misread
 }
+
+TEST_CASE("negotiation: an offer larger than one datagram is split, reassembled and answered") {
+    auto s = [] {
+        return select(LongName<'a'>{}, LongName<'b'>{}, LongName<'c'>{}, LongName<'d'>{},
+                      LongName<'e'>{});
+    };
+    auto stack = make_stack(s(), s(), s(), s(), s(), s(), Udp{});
+    auto offer = stack.offer(HostFacts::local(), Side::client);
+    REQUIRE(offer);
+    auto parts = wire::frame(wire::Type::offer, 0, 1, wire::encode(*offer));
+    CHECK(parts.size() >= 2); // it really is split
+    EchoServer srv(stack);
+    auto conn = stack.connect(srv.at, negotiation::Options{.zero_rtt = false});
+    REQUIRE_MESSAGE(conn, (conn ? "" : conn.error().what()));
+    REQUIRE(conn->pick().choices.size() == 6);
+    for (auto& c : conn->pick().choices) CHECK(c.impl == std::string(LongName<'a'>::name));
+    CHECK(round_trip(*conn, {"big"}) == std::vector<std::string>{"big"});
+}
