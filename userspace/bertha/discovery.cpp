@@ -132,7 +132,7 @@ struct NlRequest {
         auto* a = reinterpret_cast<nlattr*>(buf + NLMSG_ALIGN(hdr()->nlmsg_len));
         a->nla_type = type;
         a->nla_len = static_cast<uint16_t>(NLA_HDRLEN + len);
-        std::memcpy(reinterpret_cast<char*>(a) + NLA_HDRLEN, data, len);
+        if (len) std::memcpy(reinterpret_cast<char*>(a) + NLA_HDRLEN, data, len); // flags: no data
         hdr()->nlmsg_len = NLMSG_ALIGN(hdr()->nlmsg_len) + NLA_ALIGN(a->nla_len);
     }
     // A nested attribute: nest() opens it, end(offset) closes it.
