@@ -247,18 +247,7 @@ template <class... Chs> class Stack {
         // Peers are negotiated concurrently: one slow or silent peer delays no other.
         Result<std::optional<PeerConn>> accept(Deadline deadline) {
             for (;;) {
-                for (size_t i = 0; i < pending_.size();) {
-                    std::optional<PeerConn> done;
-                    bool drop = false;
-                    if (auto r = step(pending_[i], done, drop); !r)
-                        return std::unexpected(std::move(r.error()));
-                    if (done || drop) {
-                        pending_.erase(pending_.begin() + long(i));
-                        if (done) return done;
-                        continue;
-                    }
-                    ++i;
-                }
+                if (auto r = advance_pending(); !r || *r) return r;
                 // Look at the socket at least once, even with a deadline already passed
                 // (accept(no_wait)), then return when the deadline has passed.
                 auto now = Clock::now();
@@ -268,23 +257,8 @@ template <class... Chs> class Stack {
                 auto got = base_.accept(slice);
                 if (!got) return std::unexpected(std::move(got.error()));
                 if (!*got) {
-                    if (Clock::now() >= deadline) {
-                        // One more pass so a peer whose offer just arrived is answered now.
-                        for (size_t i = 0; i < pending_.size();) {
-                            std::optional<PeerConn> done;
-                            bool drop = false;
-                            if (auto r = step(pending_[i], done, drop); !r)
-                                return std::unexpected(std::move(r.error()));
-                            if (done || drop) {
-                                pending_.erase(pending_.begin() + long(i));
-                                if (done) return done;
-                                continue;
-                            }
-                            ++i;
-                        }
-                        return std::optional<PeerConn>{};
-                    }
-                    continue;
+                    if (Clock::now() < deadline) continue;
+                    return advance_pending(); // a peer whose offer just arrived: answer it now
                 }
                 if (!opts_.enabled) { // pre-arranged: no exchange, this host's own choice
                     Contexts all;
@@ -315,6 +289,24 @@ template <class... Chs> class Stack {
             std::vector<Msg> held; // data that came before (or without) the offer
             Clock::time_point since;
         };
+
+        // One pass over the peers in negotiation: the first that completes, if any. Peers that
+        // were refused or went quiet are dropped.
+        Result<std::optional<PeerConn>> advance_pending() {
+            for (size_t i = 0; i < pending_.size();) {
+                std::optional<PeerConn> done;
+                bool drop = false;
+                if (auto r = step(pending_[i], done, drop); !r)
+                    return std::unexpected(std::move(r.error()));
+                if (done || drop) {
+                    pending_.erase(pending_.begin() + long(i));
+                    if (done) return done;
+                    continue;
+                }
+                ++i;
+            }
+            return std::optional<PeerConn>{};
+        }
 
         // Read what the peer sent so far; answer once its offer is complete. Every datagram of
         // the batch is filed first (data in order into `held`, negotiation into the
