@@ -14,8 +14,10 @@ trap 'netns_cleanup; rm -f "$log" "$log.server"' EXIT
 port=7000
 fails=0
 for noops in 0 3; do
-    in_a "$ECHO" server --bind "$ADDR_A:$port" --noops "$noops" --duration-s 60 \
-        >"$log.server" 2>&1 &
+    # Not `in_a ... &`: that backgrounds a subshell, and $! would not be the server.
+    # `ip netns exec` execs the binary, so here $! is the server itself.
+    ip netns exec "$NS_A" "$ECHO" server --bind "$ADDR_A:$port" --noops "$noops" \
+        --duration-s 60 >"$log.server" 2>&1 &
     srv=$!
     netns_track $srv
     for _ in $(seq 1 100); do # until it listens (bounded: 5 s)
@@ -44,6 +46,7 @@ PY
     done
     kill $srv
     wait $srv 2>/dev/null || true
+    if kill -0 $srv 2>/dev/null; then echo "server $srv did not stop"; exit 1; fi
     port=$((port + 1))
 done
 [ "$fails" -eq 0 ] || { echo "$fails case(s) failed"; exit 1; }

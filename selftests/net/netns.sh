@@ -51,5 +51,8 @@ netns_pair() {
     IF_B=$vb
 }
 
+# For commands in the foreground. To start a background process whose pid you track, run
+# `ip netns exec "$NS_A" cmd ... &` directly: `in_a cmd &` backgrounds a subshell, and $! would be
+# the subshell, not the process (killing it would leave the process running).
 in_a() { ip netns exec "$NS_A" "$@"; }
 in_b() { ip netns exec "$NS_B" "$@"; }
