@@ -8,6 +8,7 @@
 #include <cstring>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/udp.h>
 #include <string_view>
 #include <vector>
@@ -24,16 +25,49 @@ class Packet {
         append(&h, sizeof h);
         return *this;
     }
-    Packet& ipv4(const char* src, const char* dst, uint8_t proto = IPPROTO_UDP) {
+    Packet& vlan(uint16_t tci, uint16_t inner_proto) { // after eth(ETH_P_8021Q)
+        uint16_t v[2] = {htons(tci), htons(inner_proto)};
+        append(v, sizeof v);
+        return *this;
+    }
+    Packet& ipv4(const char* src, const char* dst, uint8_t proto = IPPROTO_UDP,
+                 uint8_t option_words = 0) {
         iphdr h{};
         h.version = 4;
-        h.ihl = 5;
+        h.ihl = uint8_t(5 + option_words);
         h.ttl = 64;
         h.protocol = proto;
         inet_pton(AF_INET, src, &h.saddr);
         inet_pton(AF_INET, dst, &h.daddr);
         ip_off_ = buf_.size();
         append(&h, sizeof h);
+        for (int i = 0; i < option_words * 4; ++i) buf_.push_back(i % 4 == 3 ? 0 : 1); // NOPs, EOL
+        return *this;
+    }
+    // Mark the IPv4 header as a fragment (offset in 8-byte units, more-fragments flag).
+    Packet& fragment(uint16_t offset, bool more) {
+        auto* ip = reinterpret_cast<iphdr*>(buf_.data() + ip_off_);
+        ip->frag_off = htons(uint16_t(offset | (more ? 0x2000 : 0)));
+        return *this;
+    }
+    Packet& ipv6(const char* src, const char* dst, uint8_t next = IPPROTO_UDP) {
+        ipv6hdr h{};
+        h.version = 6;
+        h.nexthdr = next;
+        h.hop_limit = 64;
+        inet_pton(AF_INET6, src, &h.saddr);
+        inet_pton(AF_INET6, dst, &h.daddr);
+        ip6_off_ = buf_.size();
+        next_at_ = ip6_off_ + 6;
+        append(&h, sizeof h);
+        return *this;
+    }
+    // An IPv6 extension header of 8 bytes; the previous header's "next" points to it.
+    Packet& ipv6_ext(uint8_t type, uint8_t next = IPPROTO_UDP) {
+        buf_[next_at_] = type;
+        next_at_ = buf_.size();
+        uint8_t e[8] = {next, 0, 1, 4, 0, 0, 0, 0}; // PadN options
+        append(e, sizeof e);
         return *this;
     }
     Packet& udp(uint16_t sport, uint16_t dport) {
@@ -77,6 +111,15 @@ class Packet {
     void finish() {
         if (finished_) return;
         finished_ = true;
+        if (ip6_off_ != npos) {
+            auto* ip6 = reinterpret_cast<ipv6hdr*>(buf_.data() + ip6_off_);
+            ip6->payload_len = htons(uint16_t(buf_.size() - ip6_off_ - sizeof(ipv6hdr)));
+            if (udp_off_ != npos) {
+                auto* u = reinterpret_cast<udphdr*>(buf_.data() + udp_off_);
+                u->len = htons(uint16_t(buf_.size() - udp_off_));
+            }
+            return;
+        }
         if (ip_off_ == npos) return;
         auto* ip = reinterpret_cast<iphdr*>(buf_.data() + ip_off_);
         ip->tot_len = htons(uint16_t(buf_.size() - ip_off_));
@@ -102,7 +145,7 @@ class Packet {
 
     static constexpr size_t npos = size_t(-1);
     std::vector<uint8_t> buf_;
-    size_t ip_off_ = npos, udp_off_ = npos;
+    size_t ip_off_ = npos, udp_off_ = npos, ip6_off_ = npos, next_at_ = npos;
     bool finished_ = false;
 };
 
