@@ -116,7 +116,19 @@ class Packet {
             ip6->payload_len = htons(uint16_t(buf_.size() - ip6_off_ - sizeof(ipv6hdr)));
             if (udp_off_ != npos) {
                 auto* u = reinterpret_cast<udphdr*>(buf_.data() + udp_off_);
-                u->len = htons(uint16_t(buf_.size() - udp_off_));
+                uint16_t ulen = uint16_t(buf_.size() - udp_off_);
+                u->len = htons(ulen);
+                u->check = 0;
+                uint8_t pseudo[40] = {}; // source, destination, length (32 bits), next header
+                std::memcpy(pseudo, &ip6->saddr, 16);
+                std::memcpy(pseudo + 16, &ip6->daddr, 16);
+                pseudo[34] = uint8_t(ulen >> 8);
+                pseudo[35] = uint8_t(ulen);
+                pseudo[39] = IPPROTO_UDP;
+                uint32_t sum = csum_add(0, pseudo, sizeof pseudo);
+                sum = csum_add(sum, buf_.data() + udp_off_, ulen);
+                uint16_t c = csum_fold(sum);
+                u->check = htons(c == 0 ? 0xffff : c); // zero is illegal for IPv6 UDP
             }
             return;
         }

@@ -18,6 +18,7 @@
 #include <linux/udp.h>
 #define BERTHA_INLINE static inline
 #define bertha_ntohs(x) ntohs(x)
+#define bertha_htons(x) htons(x)
 #else
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -28,6 +29,7 @@
 #include <bpf/bpf_endian.h>
 #define BERTHA_INLINE static __always_inline
 #define bertha_ntohs(x) bpf_ntohs(x)
+#define bertha_htons(x) bpf_htons(x)
 #endif
 
 #define BERTHA_MAX_VLANS 2   /* 802.1Q / 802.1ad tags walked */
