@@ -32,12 +32,7 @@ ip netns exec "$NS_A" "$BIN" server --bind "$ADDR_A:$port" --seconds 300 --out "
     >"$log" 2>&1 &
 srv=$!
 netns_track $srv
-for _ in $(seq 1 100); do # until it listens (bounded: 5 s)
-    grep -q "listening on" "$log" 2>/dev/null && break
-    kill -0 $srv 2>/dev/null || break
-    sleep 0.05
-done
-grep -q "listening on" "$log" || { echo "negotiate server did not start:" >&2; cat "$log" >&2; exit 1; }
+netns_wait_for $srv "$log" "listening on" || exit 1
 cat "$log"
 
 rc=0

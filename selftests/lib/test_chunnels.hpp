@@ -137,6 +137,11 @@ template <char Tag> struct LongName : Header<Tag> {
         100, "header", name, "test", Match::exact, Scope::multilateral, Need::none};
 };
 
+// 127.0.0.1:port (0: any free port).
+inline Addr loopback(uint16_t port = 0) {
+    return *Addr::parse("127.0.0.1:" + std::to_string(port));
+}
+
 // Host facts that grant exactly `granted` and deny the rest with a reason.
 inline HostFacts facts_with(Need granted) {
     HostFacts f;

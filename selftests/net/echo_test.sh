@@ -20,11 +20,7 @@ for noops in 0 3; do
         --duration-s 60 >"$log.server" 2>&1 &
     srv=$!
     netns_track $srv
-    for _ in $(seq 1 100); do # until it listens (bounded: 5 s)
-        grep -q "listening on" "$log.server" 2>/dev/null && break
-        sleep 0.05
-    done
-    grep -q "listening on" "$log.server" || { echo "server did not start:"; cat "$log.server"; exit 1; }
+    netns_wait_for $srv "$log.server" "listening on" || exit 1
     for size in 64 1400; do
         out=$(in_b "$ECHO" client --server "$ADDR_A:$port" --noops "$noops" --count 20000 \
             --size "$size" --window 32 --max-seconds 20 --json) || true

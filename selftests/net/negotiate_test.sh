@@ -23,12 +23,7 @@ ip netns exec "$NS_A" "$BIN" server --bind "$ADDR_A:$port" --seconds 120 --out "
     >"$log" 2>&1 &
 srv=$!
 netns_track $srv
-for _ in $(seq 1 100); do # until it listens (bounded: 5 s)
-    grep -q "listening on" "$log" 2>/dev/null && break
-    kill -0 $srv 2>/dev/null || break
-    sleep 0.05
-done
-grep -q "listening on" "$log" || { echo "server did not start:"; cat "$log"; exit 1; }
+netns_wait_for $srv "$log" "listening on" || exit 1
 
 rc=0
 ip netns exec "$NS_B" timeout 60 "$BIN" check --server "$ADDR_A:$port" --clients 200 || rc=$?

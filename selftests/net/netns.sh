@@ -26,6 +26,21 @@ netns_cleanup() {
 
 netns_track() { NETNS_PIDS+=("$1"); }
 
+# netns_wait_for PID LOG TEXT: wait (at most 5 s) until LOG contains TEXT, e.g. a server's
+# "listening on" line; fails with the log when PID exits first or time runs out.
+netns_wait_for() {
+    local pid=$1 log=$2 text=$3
+    for _ in $(seq 1 100); do
+        grep -q "$text" "$log" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    grep -q "$text" "$log" 2>/dev/null && return 0
+    echo "process $pid never printed '$text':" >&2
+    cat "$log" >&2
+    return 1
+}
+
 # netns_pair TAG [SUBNET_OCTET]: host A gets 198.18.<octet>.1/24, host B .2/24.
 netns_pair() {
     local tag=$1 octet=${2:-$(($$ % 200 + 1))}

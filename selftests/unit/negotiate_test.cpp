@@ -22,10 +22,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-Addr loopback(uint16_t port = 0) {
-    return *Addr::parse("127.0.0.1:" + std::to_string(port));
-}
-
 // A listener in its own thread: accepts peers and echoes everything each one sends, recording
 // what it saw. Stops (and joins) on destruction.
 template <class S> class EchoServer {

@@ -11,13 +11,6 @@ using namespace bertha;
 using namespace bertha::test;
 using namespace std::chrono_literals;
 
-namespace {
-Addr loopback(uint16_t port = 0) {
-    return *Addr::parse("127.0.0.1:" + std::to_string(port));
-}
-
-} // namespace
-
 TEST_CASE("make_stack sends top-down and receives bottom-up") {
     // Raw receiver: sees exactly what the stack put on the wire.
     auto raw = make_stack(Udp{}).bind(loopback());
