@@ -14,7 +14,7 @@ ARCH     := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 OPT      ?= -O2 -g
 WARN     := -Wall -Wextra -Werror
 CXXFLAGS += -std=c++2b $(OPT) $(WARN)
-INCLUDES := -Iuserspace -Ichunnels -Ibpf/include -Iselftests/lib -I$(BUILD)/skel
+INCLUDES := -I. -Iuserspace -Ichunnels -Ibpf/include -Iselftests/lib -I$(BUILD)/skel
 CPPFLAGS += $(INCLUDES) -MMD -MP
 LDLIBS   := -luring -lbpf -lelf -lz -lpthread
 BPFFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
@@ -27,7 +27,9 @@ DEB_PKGS := g++ make clang llvm libbpf-dev bpftool libxdp-dev liburing-dev libcl
             libclang-rt-14-dev
 
 # ---- sources --------------------------------------------------------------------------------
-LIB_SRCS   := $(wildcard userspace/bertha/*.cpp)
+# libbertha.a holds the core and libbertha-load (loader/*.cpp): connections attach their offloads
+# in-process through it. The command line, loader/cli/*.cpp, becomes $(BUILD)/bertha-load.
+LIB_SRCS   := $(wildcard userspace/bertha/*.cpp loader/*.cpp)
 LIB_OBJS   := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o)
 LIB        := $(BUILD)/libbertha.a
 
@@ -35,6 +37,8 @@ BPF_SRCS   := $(wildcard bpf/*.bpf.c chunnels/*/*.bpf.c)
 BPF_OBJS   := $(foreach s,$(BPF_SRCS),$(BUILD)/bpf/$(notdir $(s:.bpf.c=.bpf.o)))
 SKELS      := $(foreach s,$(BPF_SRCS),$(BUILD)/skel/$(notdir $(s:.bpf.c=.skel.h)))
 
+CLI_SRCS   := $(wildcard loader/cli/*.cpp)
+CLI_BIN    := $(if $(CLI_SRCS),$(BUILD)/bertha-load)
 UNIT_SRCS  := $(wildcard selftests/unit/*.cpp)
 UNIT_BIN   := $(BUILD)/selftests/unit_tests
 BPFT_SRCS  := $(wildcard selftests/bpf/*.cpp)
@@ -47,14 +51,14 @@ FUZZERS    := $(FUZZ_SRCS:selftests/fuzz/%.cpp=$(BUILD)/fuzz/%)
 CORPUS_SRCS:= $(wildcard selftests/fuzz/*_corpus.cpp)
 CORPUS_GENS:= $(CORPUS_SRCS:selftests/fuzz/%.cpp=$(BUILD)/fuzz/%)
 
-ALL_CXX_OBJS = $(LIB_OBJS) $(UNIT_SRCS:%.cpp=$(BUILD)/obj/%.o) $(BPFT_SRCS:%.cpp=$(BUILD)/obj/%.o) \
+ALL_CXX_OBJS = $(LIB_OBJS) $(CLI_SRCS:%.cpp=$(BUILD)/obj/%.o) $(UNIT_SRCS:%.cpp=$(BUILD)/obj/%.o) $(BPFT_SRCS:%.cpp=$(BUILD)/obj/%.o) \
                $(foreach e,$(EXAMPLES),$(patsubst %.cpp,$(BUILD)/obj/%.o,$(wildcard examples/$(notdir $(e))/*.cpp))) \
                $(BENCH_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CORPUS_SRCS:%.cpp=$(BUILD)/obj/%.o)
 
 .PHONY: all deps test bench demo clean format
 .DEFAULT_GOAL := all
 
-all: $(LIB) $(SKELS) $(UNIT_BIN) $(BPFT_BIN) $(EXAMPLES) $(BENCHES) $(FUZZERS) $(CORPUS_GENS)
+all: $(LIB) $(SKELS) $(CLI_BIN) $(UNIT_BIN) $(BPFT_BIN) $(EXAMPLES) $(BENCHES) $(FUZZERS) $(CORPUS_GENS)
 
 # ---- dependencies: one dpkg-query when everything is present --------------------------------
 deps:
@@ -95,6 +99,10 @@ $(BUILD)/obj/%.o: %.cpp | $(SKELS)
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(@D)
 	$(AR) rcs $@ $^
+
+$(BUILD)/bertha-load: $(CLI_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)
+	@mkdir -p $(@D)
+	$(CXX) $(CXXFLAGS) $^ -o $@ $(LDLIBS)
 
 $(UNIT_BIN): $(UNIT_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)
 	@mkdir -p $(@D)

@@ -1,0 +1,120 @@
+#include "loader/stages.hpp"
+
+#include "count.skel.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+
+namespace bertha::load {
+namespace {
+
+// One entry per stage: what it is, and how its skeleton is opened and configured. The skeleton
+// is destroyed when load() returns; the program lives on through the returned fd.
+struct StageDef {
+    StageInfo info;
+    std::function<Result<Fd>(Hook, const Config&, const SharedMaps&, std::string_view)> load;
+};
+
+Result<Fd> load_count(Hook hook, const Config&, const SharedMaps& maps, std::string_view ifname) {
+    Owned<count, count__destroy> skel(count__open());
+    if (!skel) return fail_sys("stage count", "open the count skeleton", errno);
+    auto* prog = hook == Hook::xdp ? skel->progs.count_xdp : skel->progs.count_tc;
+    return load_program(skel->obj, prog, maps, ifname);
+}
+
+const std::vector<StageDef>& registry() {
+    static const std::vector<StageDef> defs = {
+        {{"count", "counts every packet of the flow (pass) and hands it on untouched", true, true,
+          {}},
+         load_count},
+    };
+    return defs;
+}
+
+const StageDef* find(std::string_view name) {
+    for (auto& d : registry())
+        if (d.info.name == name) return &d;
+    return nullptr;
+}
+
+std::string known_names() {
+    std::string s;
+    for (auto& d : registry()) s += (s.empty() ? "" : ", ") + std::string(d.info.name);
+    return s;
+}
+
+} // namespace
+
+std::vector<StageInfo> known_stages() {
+    std::vector<StageInfo> out;
+    for (auto& d : registry()) out.push_back(d.info);
+    return out;
+}
+
+Result<Config> parse_config(const StageInfo& info, std::string_view text) {
+    Config out;
+    const std::string component = "stage " + std::string(info.name);
+    while (!text.empty()) {
+        auto comma = text.find(',');
+        auto item = text.substr(0, comma);
+        text = comma == std::string_view::npos ? std::string_view{} : text.substr(comma + 1);
+        auto eq = item.find('=');
+        if (eq == std::string_view::npos || eq == 0)
+            return fail(Errc::invalid_argument, component,
+                        "configuration '" + std::string(item) + "' is not key=value");
+        auto key = item.substr(0, eq);
+        bool known = false;
+        for (auto k : info.keys) known |= k == key;
+        if (!known) {
+            std::string keys;
+            for (auto k : info.keys) keys += (keys.empty() ? "" : ", ") + std::string(k);
+            return fail(Errc::invalid_argument, component,
+                        "unknown key '" + std::string(key) + "' (it takes " +
+                            (keys.empty() ? std::string("no configuration") : keys) + ")");
+        }
+        out.emplace_back(std::string(key), std::string(item.substr(eq + 1)));
+    }
+    return out;
+}
+
+Result<Fd> load_stage(const StageSpec& stage, Hook hook, const SharedMaps& maps,
+                      std::string_view ifname) {
+    const StageDef* def = find(stage.name);
+    if (!def)
+        return fail(Errc::invalid_argument, "stage " + stage.name,
+                    "no such stage (known: " + known_names() + ")");
+    if ((hook == Hook::xdp && !def->info.xdp) || (hook == Hook::tc_egress && !def->info.tc))
+        return fail(Errc::invalid_argument, "stage " + stage.name,
+                    "has no program for the " + std::string(to_string(hook)) + " hook");
+    auto config = parse_config(def->info, stage.config);
+    if (!config) return std::unexpected(config.error());
+    return def->load(hook, *config, maps, ifname);
+}
+
+Result<Fd> load_program(bpf_object* obj, bpf_program* prog, const SharedMaps& maps,
+                        std::string_view ifname) {
+    const std::string name = bpf_program__name(prog);
+    const std::string component = std::string(ifname) + ": program " + name;
+    bpf_program* p = nullptr;
+    bpf_object__for_each_program(p, obj) bpf_program__set_autoload(p, p == prog);
+    for (auto& [map_name, fd] : maps.fds) {
+        bpf_map* m = bpf_object__find_map_by_name(obj, map_name.c_str());
+        if (!m) continue;
+        if (int err = bpf_map__reuse_fd(m, fd); err)
+            return fail_sys(component, "reuse the interface's map " + map_name, -err);
+    }
+    LibbpfCapture capture;
+    if (int err = bpf_object__load(obj); err) {
+        Error e{Errc::system, component, "load refused: " + std::string(std::strerror(-err)),
+                -err};
+        auto log = capture.verifier_log();
+        if (!log.empty()) e.message += "\nverifier log:\n" + log;
+        return std::unexpected(std::move(e));
+    }
+    int fd = fcntl(bpf_program__fd(prog), F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) return fail_sys(component, "dup the program fd", errno);
+    return Fd(fd);
+}
+
+} // namespace bertha::load
