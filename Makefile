@@ -33,7 +33,8 @@ LIB_SRCS   := $(wildcard userspace/bertha/*.cpp loader/*.cpp)
 LIB_OBJS   := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o)
 LIB        := $(BUILD)/libbertha.a
 
-BPF_SRCS   := $(wildcard bpf/*.bpf.c chunnels/*/*.bpf.c)
+# selftests/bpf/progs/*.bpf.c: programs that exist only for tests (e.g. one the verifier refuses).
+BPF_SRCS   := $(wildcard bpf/*.bpf.c chunnels/*/*.bpf.c selftests/bpf/progs/*.bpf.c)
 BPF_OBJS   := $(foreach s,$(BPF_SRCS),$(BUILD)/bpf/$(notdir $(s:.bpf.c=.bpf.o)))
 SKELS      := $(foreach s,$(BPF_SRCS),$(BUILD)/skel/$(notdir $(s:.bpf.c=.skel.h)))
 
