@@ -72,7 +72,9 @@ std::string iface_dir_name(std::string_view ifname) {
     auto self = netns_inode("/proc/self/ns/net");
     auto init = netns_inode("/proc/1/ns/net");
     std::string name(ifname);
-    if (self && init && self != init) name += "@" + std::to_string(self);
+    // An unreadable /proc/1/ns/net (containers, hidepid) says nothing: suffix then, so that two
+    // namespaces' interfaces of one name never share a pin directory.
+    if (self && self != init) name += "@" + std::to_string(self);
     return name;
 }
 

@@ -287,10 +287,11 @@ struct Loader::Impl {
                             "already has the chain " + have + " (" + std::to_string(r.refs) +
                                 " reference(s)); detach it first");
             }
+            // The root first: a refused attach must not leave a reference behind.
+            if (auto e = ensure_root(*f, key.hook); !e) return std::unexpected(e.error());
             r.refs++;
             if (bpf_map_update_elem(f->chains(), &c, &r, BPF_ANY) != 0)
                 return fail_sys(component, "update the chain record", errno);
-            if (auto e = ensure_root(*f, key.hook); !e) return std::unexpected(e.error());
             return c;
         }
         uint32_t chain = BERTHA_NO_CHAIN;

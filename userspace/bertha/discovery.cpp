@@ -301,7 +301,7 @@ Feature probe_agent(const std::string& path) {
         if (last != EPROTOTYPE) break; // wrong socket type: try the other one
     }
     return no("no agent listening at " + path + " (" + errstr(last) +
-              "); the loader agent is not part of this build yet");
+              "); start one with `bertha-load serve --policy FILE`");
 }
 
 Feature probe_btf() {
