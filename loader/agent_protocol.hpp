@@ -21,7 +21,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
+#include <sys/un.h>
 #include <string_view>
 #include <vector>
 
@@ -64,5 +66,13 @@ std::optional<Errc> errc_from_name(std::string_view name) noexcept;
 // Field checks shared with the policy parser and the command line.
 Result<void> check_ifname(std::string_view name);   // what the kernel accepts as a device name
 Result<uint16_t> parse_port(std::string_view text); // decimal 1..65535
+
+// The agent's socket: `configured`, else $BERTHA_AGENT_SOCKET, else bertha::kAgentSocket.
+std::string socket_path(const std::string& configured);
+Result<sockaddr_un> unix_addr(const std::string& path, const std::string& component);
+
+std::string join_ids(std::span<const uint32_t> ids); // "4,27,100"
+
+std::vector<std::string_view> split(std::string_view s, char sep);
 
 } // namespace bertha::load::proto

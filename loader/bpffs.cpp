@@ -82,16 +82,30 @@ std::string ifname_of_dir(std::string_view dir) {
     return std::string(dir.substr(0, dir.find('@')));
 }
 
-Result<IfaceLock> IfaceLock::take(std::string_view dir_name) {
-    const std::string dir = "/run/bertha/lock";
-    if (auto r = mkdir_p(dir, 0755); !r) return std::unexpected(r.error());
-    auto path = dir + "/" + std::string(dir_name) + ".lock";
-    Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd) return fail_sys(std::string(kComponent), "open " + path, errno);
-    while (::flock(fd.get(), LOCK_EX) != 0) {
-        if (errno != EINTR) return fail_sys(std::string(kComponent), "flock " + path, errno);
-    }
-    return IfaceLock(std::move(fd));
+namespace {
+std::string lock_path(std::string_view dir_name) {
+    return "/run/bertha/lock/" + std::string(dir_name) + ".lock";
 }
+} // namespace
+
+Result<IfaceLock> IfaceLock::take(std::string_view dir_name) {
+    if (auto r = mkdir_p("/run/bertha/lock", 0755); !r) return std::unexpected(r.error());
+    const auto path = lock_path(dir_name);
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+        if (!fd) return fail_sys(std::string(kComponent), "open " + path, errno);
+        while (::flock(fd.get(), LOCK_EX) != 0) {
+            if (errno != EINTR) return fail_sys(std::string(kComponent), "flock " + path, errno);
+        }
+        // Still the file at that path? Its holder may have removed it while we waited.
+        struct stat held{}, named{};
+        if (::fstat(fd.get(), &held) == 0 && ::stat(path.c_str(), &named) == 0 &&
+            held.st_ino == named.st_ino && held.st_dev == named.st_dev)
+            return IfaceLock(std::move(fd));
+    }
+    return fail(Errc::system, std::string(kComponent), "could not take the lock " + path);
+}
+
+void lock_path_remove(std::string_view dir_name) { ::unlink(lock_path(dir_name).c_str()); }
 
 } // namespace bertha::load

@@ -22,6 +22,8 @@ std::string iface_dir_name(std::string_view ifname);
 std::string ifname_of_dir(std::string_view dir);
 
 // An exclusive lock on one interface, across processes: flock on /run/bertha/lock/<dir>.lock.
+// The file is removed with the interface's state (lock_path_remove, called with the lock held);
+// a waiter that then gets the lock on the removed file notices and takes the new one.
 class IfaceLock {
   public:
     static Result<IfaceLock> take(std::string_view dir_name);
@@ -30,5 +32,7 @@ class IfaceLock {
     explicit IfaceLock(Fd fd) : fd_(std::move(fd)) {}
     Fd fd_;
 };
+// Remove an interface's lock file; only while holding its lock.
+void lock_path_remove(std::string_view dir_name);
 
 } // namespace bertha::load

@@ -241,6 +241,7 @@ struct Loader::Impl {
             if (auto r = detach_xdp_root(f.target()); !r) return r;
             for (auto& m : f.maps) m.reset();
             remove_dir(f.dir);
+            lock_path_remove(f.dir_name); // the caller holds it
         }
         return {};
     }
@@ -431,6 +432,7 @@ struct Loader::Impl {
             (void)detach_tc_root(bare.target());
             (void)detach_xdp_root(bare.target());
             remove_dir(bare.dir);
+            lock_path_remove(dir_name);
             return {};
         }
         auto recs = f->records();

@@ -7,6 +7,11 @@
 #include <cerrno>
 #include <cstring>
 #include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/pkt_sched.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 namespace bertha::load {
@@ -73,6 +78,42 @@ Result<void> evict_xdp(const RootTarget& t, uint32_t prog_id) {
     }
     return fail(Errc::system, component_of(t),
                 "could not remove " + describe_prog(prog_id) + " from the XDP hook");
+}
+
+// How many TC filters sit on the interface's clsact qdisc (both directions); -1 if unknown.
+// A netlink filter dump: bounded by a one-second receive timeout.
+int clsact_filters(int ifindex) {
+    Fd nl(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
+    if (!nl) return -1;
+    timeval tv{1, 0};
+    ::setsockopt(nl.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    int total = 0;
+    for (uint32_t dir : {TC_H_MIN_INGRESS, TC_H_MIN_EGRESS}) {
+        struct {
+            nlmsghdr nh;
+            tcmsg tc;
+        } req{};
+        req.nh.nlmsg_len = sizeof req;
+        req.nh.nlmsg_type = RTM_GETTFILTER;
+        req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+        req.nh.nlmsg_seq = dir;
+        req.tc.tcm_family = AF_UNSPEC;
+        req.tc.tcm_ifindex = ifindex;
+        req.tc.tcm_parent = TC_H_MAKE(TC_H_CLSACT, dir);
+        if (::send(nl.get(), &req, sizeof req, 0) < 0) return -1;
+        for (bool done = false; !done;) {
+            alignas(nlmsghdr) char buf[16384];
+            ssize_t n = ::recv(nl.get(), buf, sizeof buf, 0);
+            if (n <= 0) return -1;
+            for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, size_t(n));
+                 h = NLMSG_NEXT(h, n)) {
+                if (h->nlmsg_type == NLMSG_DONE) done = true;
+                else if (h->nlmsg_type == NLMSG_ERROR) return -1;
+                else if (h->nlmsg_type == RTM_NEWTFILTER) ++total;
+            }
+        }
+    }
+    return total;
 }
 
 } // namespace
@@ -174,12 +215,18 @@ Result<void> attach_tc_root(const RootTarget& t, const Options& opts) {
             return fail_sys(component, "attach the egress root on tcx", errno);
     }
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = t.ifindex, .attach_point = BPF_TC_EGRESS);
-    int err = bpf_tc_hook_create(&hook);
+    int err;
+    {
+        LibbpfCapture quiet; // an existing qdisc is fine: keep libbpf from printing that it is
+        err = bpf_tc_hook_create(&hook);
+    }
     if (err && err != -EEXIST)
         return fail_sys(component,
                         "create the clsact qdisc" +
                             (tcx_error.empty() ? "" : " (tcx: " + tcx_error + ")"),
                         -err);
+    if (err == 0)
+        if (auto r = pin_fd(root.get(), pin(t, kClsactOursPin), component); !r) return r;
     LIBBPF_OPTS(bpf_tc_opts, to, .prog_fd = root.get(), .flags = BPF_TC_F_REPLACE,
                 .handle = kClsactHandle, .priority = kClsactPriority);
     if (int e = bpf_tc_attach(&hook, &to); e)
@@ -198,7 +245,14 @@ Result<void> detach_tc_root(const RootTarget& t) {
         int err = bpf_tc_detach(&hook, &to);
         if (err && err != -ENOENT && err != -EINVAL)
             return fail_sys(component_of(t), "remove the egress clsact filter", -err);
+        // The qdisc too, if we made it and nobody else has put a filter on it since.
+        if (Fd ours = get_pin(pin(t, kClsactOursPin)); ours && clsact_filters(t.ifindex) == 0) {
+            LIBBPF_OPTS(bpf_tc_hook, whole, .ifindex = t.ifindex,
+                        .attach_point = bpf_tc_attach_point(BPF_TC_INGRESS | BPF_TC_EGRESS));
+            bpf_tc_hook_destroy(&whole);
+        }
     }
+    ::unlink(pin(t, kClsactOursPin).c_str());
     ::unlink(pin(t, kTcRootPin).c_str());
     return {};
 }

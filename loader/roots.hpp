@@ -17,6 +17,9 @@ inline constexpr const char* kXdpRootPin = "xdp_root";
 inline constexpr const char* kXdpLinkPin = "xdp_link";
 inline constexpr const char* kTcRootPin = "tc_root";
 inline constexpr const char* kTcLinkPin = "tc_link";
+// Present when the loader created the clsact qdisc (so it removes it again, if nothing else
+// uses it by then): a second pin of the egress root, since bpffs holds only BPF objects.
+inline constexpr const char* kClsactOursPin = "tc_clsact_ours";
 // clsact filter identity: ours, whatever else is on the hook.
 inline constexpr uint32_t kClsactHandle = 0xbe27;
 inline constexpr uint32_t kClsactPriority = 0xbe27 & 0x7fff;
