@@ -59,7 +59,8 @@ std::string FlowKey::text() const {
 namespace {
 
 constexpr const char* kMapNames[] = {"bertha_flows",   "bertha_xdp_chain", "bertha_tc_chain",
-                                     "bertha_stats",   "bertha_scratch",   "bertha_chains"};
+                                     "bertha_stats",   "bertha_scratch",   "bertha_chains",
+                                     "bertha_ports"};
 constexpr std::string_view kComponent = "bertha-load";
 
 bertha_flow_key wire_key(const FlowKey& k) {
@@ -129,6 +130,20 @@ struct Iface {
     int stats() const { return maps[3].get(); }
     int scratch() const { return maps[4].get(); }
     int chains() const { return maps[5].get(); }
+    int ports() const { return maps[6].get(); }
+
+    // The port's entry in bertha_ports: its any-peer chain and whether peer flows exist.
+    bertha_flow port_entry(const bertha_flow_key& k) const {
+        uint32_t idx = bertha_port_index(k.hook, ntohs(k.port));
+        bertha_flow v{};
+        if (bpf_map_lookup_elem(ports(), &idx, &v) != 0) v = {};
+        return v;
+    }
+    bool set_port_entry(const bertha_flow_key& k, bertha_flow v) const {
+        uint32_t idx = bertha_port_index(k.hook, ntohs(k.port));
+        if (!(v.flags & BERTHA_FLOW_CHAIN)) v.chain = 0;
+        return bpf_map_update_elem(ports(), &idx, &v, BPF_ANY) == 0;
+    }
     RootTarget target() const { return RootTarget{ifname, ifindex, dir, &shared}; }
     std::string component() const { return "interface " + ifname; }
 
@@ -251,7 +266,9 @@ struct Loader::Impl {
         std::string why;
         if (auto r = attach_xdp_root(f.target(), opts, &why); !r) return r;
         if (!why.empty())
-            log(LogLevel::warn, kComponent,
+            // Said, not shouted: `status` and `attach` show the mode; lo and many virtual
+            // devices have no native XDP, and that is no fault.
+            log(LogLevel::info, kComponent,
                 f.ifname + ": XDP dispatcher runs in generic mode (" + why + ")");
         return {};
     }
@@ -306,7 +323,9 @@ struct Loader::Impl {
         // Load every stage before touching the chain: a refusal changes nothing.
         std::vector<Fd> progs;
         for (auto& s : stages) {
-            auto fd = load_stage(s, key.hook, f->shared, f->ifname);
+            uint32_t slot = chain * BERTHA_MAX_STAGES + uint32_t(progs.size());
+            StagePlace place{slot, progs.size() + 1 < stages.size() ? slot + 1 : BERTHA_NO_SLOT};
+            auto fd = load_stage(s, key.hook, f->shared, f->ifname, place);
             if (!fd) return undo(fd.error());
             progs.push_back(std::move(*fd));
         }
@@ -332,21 +351,19 @@ struct Loader::Impl {
         if (bpf_map_update_elem(f->chains(), &chain, &rec, BPF_ANY) != 0)
             return undo(Error{Errc::system, component, "write the chain record", errno});
         // Enter the flow last: from here on, its packets run the chain.
-        const auto anyk = any_peer(wkey);
-        bertha_flow existing{};
-        bool have_any = bpf_map_lookup_elem(f->flows(), &anyk, &existing) == 0;
-        bertha_flow value{chain, 0};
+        bertha_flow entry = f->port_entry(wkey);
         if (key.peer) {
-            bertha_flow marker = have_any ? existing : bertha_flow{BERTHA_NO_CHAIN, 0};
-            marker.flags |= BERTHA_FLOW_PEERS;
-            if (bpf_map_update_elem(f->flows(), &anyk, &marker, BPF_ANY) != 0 ||
-                bpf_map_update_elem(f->flows(), &wkey, &value, BPF_ANY) != 0)
-                return undo(Error{Errc::system, component, "enter the flow", errno});
-        } else {
-            value.flags = have_any ? (existing.flags & BERTHA_FLOW_PEERS) : 0;
+            // The peer's flow first, then the flag that makes the dispatcher look for it.
+            bertha_flow value{chain, BERTHA_FLOW_CHAIN};
             if (bpf_map_update_elem(f->flows(), &wkey, &value, BPF_ANY) != 0)
                 return undo(Error{Errc::system, component, "enter the flow", errno});
+            entry.flags |= BERTHA_FLOW_PEERS;
+        } else {
+            entry.chain = chain;
+            entry.flags |= BERTHA_FLOW_CHAIN;
         }
+        if (!f->set_port_entry(wkey, entry))
+            return undo(Error{Errc::system, component, "enter the flow", errno});
         log(LogLevel::debug, kComponent, "attached chain " + std::to_string(chain) + " for " + key.text());
         return chain;
     }
@@ -361,24 +378,15 @@ struct Loader::Impl {
             if (c != chain && recs[c].used && recs[c].key.family != 0 &&
                 same_key(any_peer(recs[c].key), anyk))
                 other_peers = true;
-        bertha_flow anyv{};
-        bool have_any = bpf_map_lookup_elem(f.flows(), &anyk, &anyv) == 0;
+        // The flow leaves the tables first: no new packet enters the chain being removed.
+        bertha_flow entry = f.port_entry(rec.key);
         if (peer_specific) {
-            bpf_map_delete_elem(f.flows(), &rec.key);
-            if (have_any && !other_peers) {
-                if (anyv.chain == BERTHA_NO_CHAIN) {
-                    bpf_map_delete_elem(f.flows(), &anyk);
-                } else {
-                    anyv.flags &= ~BERTHA_FLOW_PEERS;
-                    bpf_map_update_elem(f.flows(), &anyk, &anyv, BPF_ANY);
-                }
-            }
-        } else if (other_peers) {
-            bertha_flow marker{BERTHA_NO_CHAIN, BERTHA_FLOW_PEERS};
-            bpf_map_update_elem(f.flows(), &anyk, &marker, BPF_ANY);
+            if (!other_peers) entry.flags &= ~BERTHA_FLOW_PEERS;
         } else {
-            bpf_map_delete_elem(f.flows(), &anyk);
+            entry.flags &= ~BERTHA_FLOW_CHAIN;
         }
+        f.set_port_entry(rec.key, entry);
+        if (peer_specific) bpf_map_delete_elem(f.flows(), &rec.key);
         for (uint32_t i = 0; i < BERTHA_MAX_STAGES; ++i) {
             uint32_t slot = chain * BERTHA_MAX_STAGES + i;
             bpf_map_delete_elem(f.chain_array(Hook(rec.hook)), &slot);

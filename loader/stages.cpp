@@ -2,6 +2,8 @@
 
 #include "count.skel.h"
 
+#include <bpf/btf.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
@@ -13,14 +15,49 @@ namespace {
 // is destroyed when load() returns; the program lives on through the returned fd.
 struct StageDef {
     StageInfo info;
-    std::function<Result<Fd>(Hook, const Config&, const SharedMaps&, std::string_view)> load;
+    std::function<Result<Fd>(Hook, const Config&, const SharedMaps&, std::string_view, StagePlace)>
+        load;
 };
 
-Result<Fd> load_count(Hook hook, const Config&, const SharedMaps& maps, std::string_view ifname) {
+Result<Fd> load_count(Hook hook, const Config&, const SharedMaps& maps, std::string_view ifname,
+                      StagePlace place) {
     Owned<count, count__destroy> skel(count__open());
     if (!skel) return fail_sys("stage count", "open the count skeleton", errno);
     auto* prog = hook == Hook::xdp ? skel->progs.count_xdp : skel->progs.count_tc;
-    return load_program(skel->obj, prog, maps, ifname);
+    return load_program(skel->obj, prog, maps, ifname, place);
+}
+
+// Write a __u32 `const volatile` global of the object's rodata, found by name through BTF.
+Result<void> set_rodata_u32(bpf_object* obj, const char* var, uint32_t value,
+                            const std::string& component) {
+    bpf_map* rodata = nullptr;
+    bpf_map* m = nullptr;
+    bpf_object__for_each_map(m, obj) {
+        std::string_view name = bpf_map__name(m);
+        if (name.size() >= 7 && name.substr(name.size() - 7) == ".rodata") rodata = m;
+    }
+    const btf* b = bpf_object__btf(obj);
+    int sec = b ? btf__find_by_name_kind(b, ".rodata", BTF_KIND_DATASEC) : -1;
+    size_t size = 0;
+    auto* data = rodata ? static_cast<const uint8_t*>(bpf_map__initial_value(rodata, &size))
+                        : nullptr;
+    if (sec > 0 && data) {
+        const btf_type* t = btf__type_by_id(b, uint32_t(sec));
+        const btf_var_secinfo* vs = btf_var_secinfos(t);
+        for (unsigned i = 0; i < btf_vlen(t); ++i, ++vs) {
+            const btf_type* v = btf__type_by_id(b, vs->type);
+            if (std::strcmp(btf__name_by_offset(b, v->name_off), var) != 0) continue;
+            if (vs->size != sizeof value || vs->offset + sizeof value > size) break;
+            std::vector<uint8_t> image(data, data + size); // libbpf 1.1 lends it read-only
+            std::memcpy(image.data() + vs->offset, &value, sizeof value);
+            if (int err = bpf_map__set_initial_value(rodata, image.data(), image.size()); err)
+                return fail_sys(component, std::string("set ") + var, -err);
+            return {};
+        }
+    }
+    return fail(Errc::invalid_argument, component,
+                std::string("has no __u32 rodata variable ") + var +
+                    " (a stage includes bertha/stage.h)");
 }
 
 const std::vector<StageDef>& registry() {
@@ -79,7 +116,7 @@ Result<Config> parse_config(const StageInfo& info, std::string_view text) {
 }
 
 Result<Fd> load_stage(const StageSpec& stage, Hook hook, const SharedMaps& maps,
-                      std::string_view ifname) {
+                      std::string_view ifname, StagePlace place) {
     const StageDef* def = find(stage.name);
     if (!def)
         return fail(Errc::invalid_argument, "stage " + stage.name,
@@ -89,13 +126,19 @@ Result<Fd> load_stage(const StageSpec& stage, Hook hook, const SharedMaps& maps,
                     "has no program for the " + std::string(to_string(hook)) + " hook");
     auto config = parse_config(def->info, stage.config);
     if (!config) return std::unexpected(config.error());
-    return def->load(hook, *config, maps, ifname);
+    return def->load(hook, *config, maps, ifname, place);
 }
 
 Result<Fd> load_program(bpf_object* obj, bpf_program* prog, const SharedMaps& maps,
-                        std::string_view ifname) {
+                        std::string_view ifname, std::optional<StagePlace> place) {
     const std::string name = bpf_program__name(prog);
     const std::string component = std::string(ifname) + ": program " + name;
+    if (place) {
+        if (auto r = set_rodata_u32(obj, "bertha_slot", place->slot, component); !r)
+            return std::unexpected(r.error());
+        if (auto r = set_rodata_u32(obj, "bertha_next_slot", place->next, component); !r)
+            return std::unexpected(r.error());
+    }
     bpf_program* p = nullptr;
     bpf_object__for_each_program(p, obj) bpf_program__set_autoload(p, p == prog);
     for (auto& [map_name, fd] : maps.fds) {

@@ -482,31 +482,28 @@ TEST_CASE("dispatcher: detaching the last peer flow clears the port's flag: any-
     LoaderFixture fx;
     load::FlowKey any_key = flow(7000), peer_key = flow(7000, Hook::xdp, "198.18.0.2:5000");
     uint32_t any = attach(fx, any_key, 1);
-    // The any-peer entry of the flow table, as the dispatcher reads it.
+    // The port's entry in bertha_ports, as the dispatcher reads it (nullopt: all zero).
     auto any_entry = [&]() -> std::optional<bertha_flow> {
-        int fd = bpf_obj_get((fx.iface_dir() + "/bertha_flows").c_str());
-        REQUIRE_MESSAGE(fd >= 0, "open ", fx.iface_dir(), "/bertha_flows");
-        bertha_flow_key k{};
-        k.hook = BERTHA_HOOK_XDP;
-        k.proto = IPPROTO_UDP;
-        k.port = htons(7000);
+        int fd = bpf_obj_get((fx.iface_dir() + "/bertha_ports").c_str());
+        REQUIRE_MESSAGE(fd >= 0, "open ", fx.iface_dir(), "/bertha_ports");
+        uint32_t idx = bertha_port_index(BERTHA_HOOK_XDP, 7000);
         bertha_flow v{};
-        bool found = bpf_map_lookup_elem(fd, &k, &v) == 0;
+        bool found = bpf_map_lookup_elem(fd, &idx, &v) == 0 && v.flags != 0;
         ::close(fd);
         return found ? std::optional(v) : std::nullopt;
     };
     REQUIRE(any_entry());
     CHECK(any_entry()->chain == any);
-    CHECK(any_entry()->flags == 0);
+    CHECK(any_entry()->flags == BERTHA_FLOW_CHAIN);
 
     uint32_t peer = attach(fx, peer_key, 2);
-    CHECK(any_entry()->flags == BERTHA_FLOW_PEERS);
+    CHECK(any_entry()->flags == (BERTHA_FLOW_CHAIN | BERTHA_FLOW_PEERS));
     CHECK(any_entry()->chain == any);
     CHECK(text(run(fx, udp4(kPeer, kUs, 5000, 7000)).steps) == hit(peer, 2));
 
     detach(fx, peer_key);
     REQUIRE(any_entry());
-    CHECK(any_entry()->flags == 0);
+    CHECK(any_entry()->flags == BERTHA_FLOW_CHAIN);
     CHECK(any_entry()->chain == any);
     CHECK(text(run(fx, udp4(kPeer, kUs, 5000, 7000)).steps) == hit(any, 1));
     CHECK(text(run(fx, udp4(kOther, kUs, 5000, 7000)).steps) == hit(any, 1));
@@ -516,8 +513,7 @@ TEST_CASE("dispatcher: detaching the last peer flow clears the port's flag: any-
     peer = attach(fx, peer_key, 2);
     detach(fx, any_key);
     REQUIRE(any_entry());
-    CHECK(any_entry()->chain == kNone);
-    CHECK(any_entry()->flags == BERTHA_FLOW_PEERS);
+    CHECK(any_entry()->flags == BERTHA_FLOW_PEERS); // no chain for other peers
     CHECK(text(run(fx, udp4(kPeer, kUs, 5000, 7000)).steps) == hit(peer, 2));
     CHECK(text(run(fx, udp4(kOther, kUs, 5000, 7000)).steps) == "dispatcher:miss");
     auto other = flow(7000, Hook::xdp, "198.18.0.3:0");

@@ -42,8 +42,9 @@ static __always_inline int bertha_peer_key(const void *data, const void *end,
 static __always_inline __u32 bertha_dispatch(const void *data, const void *end, __u32 hook,
 					     struct bertha_scratch *s)
 {
-	struct bertha_flow_key key = {};
-	struct bertha_flow *f;
+	struct bertha_flow *e;
+	__u32 idx, chain;
+	__u16 port;
 
 	s->seq++;
 	s->trail_len = 0;
@@ -53,14 +54,20 @@ static __always_inline __u32 bertha_dispatch(const void *data, const void *end, 
 		bertha_count_slot(s, hook, BERTHA_DISP_SLOT, BERTHA_C_PASS);
 		return BERTHA_NO_CHAIN;
 	}
-	key.hook = (__u8)hook;
-	key.proto = IPPROTO_UDP;
-	key.port = bertha_htons(hook == BERTHA_HOOK_XDP ? s->pkt.dport : s->pkt.sport);
-	f = bpf_map_lookup_elem(&bertha_flows, &key);
-	if (!f || (f->flags & BERTHA_FLOW_PEERS)) {
-		/* A flow for this very peer wins over the port's any-peer flow. Looked up only when
-		 * the loader flagged the port (or nothing matched), so the common case is one lookup. */
+	port = hook == BERTHA_HOOK_XDP ? s->pkt.dport : s->pkt.sport;
+	idx = bertha_port_index(hook, port);
+	e = bpf_map_lookup_elem(&bertha_ports, &idx);
+	if (!e) /* cannot happen: the array has every port */
+		return BERTHA_NO_CHAIN;
+	chain = (e->flags & BERTHA_FLOW_CHAIN) ? e->chain : BERTHA_NO_CHAIN;
+	if (e->flags & BERTHA_FLOW_PEERS) {
+		/* A flow for this very peer wins over the port's any-peer flow. Only ports the loader
+		 * flagged pay for these lookups. */
+		struct bertha_flow_key key = {};
 		struct bertha_flow *fp = 0;
+		key.hook = (__u8)hook;
+		key.proto = IPPROTO_UDP;
+		key.port = bertha_htons(port);
 		if (bertha_peer_key(data, end, &s->pkt, hook, &key) == 0) {
 			fp = bpf_map_lookup_elem(&bertha_flows, &key);
 			if (!fp) { /* then any port of that peer */
@@ -69,15 +76,15 @@ static __always_inline __u32 bertha_dispatch(const void *data, const void *end, 
 			}
 		}
 		if (fp)
-			f = fp;
+			chain = fp->chain;
 	}
-	if (!f || f->chain >= BERTHA_MAX_CHAINS) {
+	if (chain >= BERTHA_MAX_CHAINS) {
 		bertha_count_slot(s, hook, BERTHA_DISP_SLOT, BERTHA_C_MISS);
 		return BERTHA_NO_CHAIN;
 	}
 	bertha_count_slot(s, hook, BERTHA_DISP_SLOT, BERTHA_C_HIT);
-	s->slot = f->chain * BERTHA_MAX_STAGES;
-	return f->chain;
+	s->slot = chain * BERTHA_MAX_STAGES;
+	return chain;
 }
 
 #endif

@@ -4,7 +4,10 @@
  * in a pinned map (so a restarted loader, or `bertha-load status`, reads them back).
  *
  * Layout of one interface (every map pinned under <bpffs>/bertha/<ifname>/):
- *   bertha_flows      hash   flow key -> chain id
+ *   bertha_ports      array  (hook, local port) -> the port's any-peer flow: one array lookup,
+ *                            which the JIT inlines, is all an ordinary packet costs
+ *   bertha_flows      hash   flow key -> chain id, for flows of one peer (looked up only on a
+ *                            port whose entry says BERTHA_FLOW_PEERS)
  *   bertha_xdp_chain  prog array: XDP stages, slot = chain * BERTHA_MAX_STAGES + position
  *   bertha_tc_chain   prog array: TC egress stages, same slots
  *   bertha_stats      per-CPU array of counters: index = bertha_stats_index(hook, slot)
@@ -21,6 +24,8 @@
 #define BERTHA_DISP_SLOT BERTHA_SLOTS            /* the dispatcher's own counters */
 #define BERTHA_STATS_PER_HOOK (BERTHA_SLOTS + 1)
 #define BERTHA_NO_CHAIN 0xffffffffu
+#define BERTHA_NO_SLOT 0xffffffffu /* a stage's next slot when it is the last of its chain */
+#define BERTHA_PORTS (2 * 65536)  /* bertha_ports: one entry per hook and port */
 #define BERTHA_TRAIL 16      /* counter events remembered for `bertha-load explain` */
 #define BERTHA_NAME_LEN 16   /* a stage's name, NUL included */
 #define BERTHA_CONFIG_LEN 64 /* a stage's configuration as the user wrote it, NUL included */
@@ -59,9 +64,10 @@ struct bertha_flow_key {
 };
 
 #define BERTHA_FLOW_PEERS 1u /* flows for specific peers exist on this port: look them up */
+#define BERTHA_FLOW_CHAIN 2u /* `chain` is valid (in bertha_ports, where entries start zeroed) */
 
 struct bertha_flow {
-	__u32 chain; /* chain id, or BERTHA_NO_CHAIN: a placeholder that only carries the flag */
+	__u32 chain; /* chain id when BERTHA_FLOW_CHAIN is set */
 	__u32 flags;
 };
 
@@ -99,6 +105,11 @@ struct bertha_chain_record {
 BERTHA_INLINE __u32 bertha_stats_index(__u32 hook, __u32 slot)
 {
 	return hook * BERTHA_STATS_PER_HOOK + slot;
+}
+
+BERTHA_INLINE __u32 bertha_port_index(__u32 hook, __u16 port_host)
+{
+	return hook * 65536u + port_host;
 }
 
 #ifdef __cplusplus

@@ -20,6 +20,13 @@
 #include "bertha/flow.h"
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, BERTHA_PORTS);
+	__type(key, __u32);
+	__type(value, struct bertha_flow);
+} bertha_ports SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 1024);
 	__type(key, struct bertha_flow_key);
@@ -62,6 +69,12 @@ struct {
 	__type(value, struct bertha_chain_record);
 } bertha_chains SEC(".maps");
 
+/* Where this stage sits, written by the loader into each loaded stage's rodata: the slot its
+ * counters use, and the next stage's slot (BERTHA_NO_SLOT for the last). A constant tail-call
+ * index lets the JIT patch a direct jump instead of an indirect one through a retpoline. */
+const volatile __u32 bertha_slot = 0;
+const volatile __u32 bertha_next_slot = BERTHA_NO_SLOT;
+
 static __always_inline struct bertha_scratch *bertha_scratch_get(__u32 hook)
 {
 	return bpf_map_lookup_elem(&bertha_scratch, &hook);
@@ -87,31 +100,27 @@ static __always_inline void bertha_count_slot(struct bertha_scratch *s, __u32 ho
 
 static __always_inline void bertha_count(struct bertha_scratch *s, __u32 hook, __u32 counter)
 {
-	bertha_count_slot(s, hook, s->slot, counter);
+	bertha_count_slot(s, hook, bertha_slot, counter);
 }
 
-/* Hand the packet to the next stage of the chain; at the end of the chain, to the kernel. */
+/* Hand the packet to the next stage of the chain; after the last stage, to the kernel. */
 static __always_inline int bertha_xdp_next(struct xdp_md *ctx, struct bertha_scratch *s)
 {
-	__u32 next = s->slot + 1;
-
-	if ((next & (BERTHA_MAX_STAGES - 1)) == 0) /* the last position: the chain ends here */
+	if (bertha_next_slot == BERTHA_NO_SLOT) /* the verifier drops the dead branch */
 		return XDP_PASS;
-	s->slot = next;
-	bpf_tail_call(ctx, &bertha_xdp_chain, next);
-	return XDP_PASS; /* empty slot: no more stages */
+	s->slot = bertha_next_slot;
+	bpf_tail_call(ctx, &bertha_xdp_chain, bertha_next_slot);
+	return XDP_PASS; /* the slot is empty (a detach in progress): to the kernel */
 }
 
 /* TC egress: TC_ACT_UNSPEC lets the packet continue (to the next tcx program or clsact filter,
  * then out) exactly as if we were not there. */
 static __always_inline int bertha_tc_next(struct __sk_buff *skb, struct bertha_scratch *s)
 {
-	__u32 next = s->slot + 1;
-
-	if ((next & (BERTHA_MAX_STAGES - 1)) == 0)
+	if (bertha_next_slot == BERTHA_NO_SLOT)
 		return TC_ACT_UNSPEC;
-	s->slot = next;
-	bpf_tail_call(skb, &bertha_tc_chain, next);
+	s->slot = bertha_next_slot;
+	bpf_tail_call(skb, &bertha_tc_chain, bertha_next_slot);
 	return TC_ACT_UNSPEC;
 }
 
