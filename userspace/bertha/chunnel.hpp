@@ -83,6 +83,16 @@ struct HostFacts {
     static HostFacts local();
 };
 
+// The connection's flow as the stack knows it when it wraps: what an offload attaches for
+// (bertha/offload.hpp). Filled by stack.hpp's connect, accept, bind and listen.
+struct FlowFacts {
+    Addr local;         // local address and port (0.0.0.0:7000 for a wildcard); empty() if unknown
+    Addr peer;          // the peer of a connected or accepted connection; empty() for bind/listen
+    std::string ifname; // the interface towards the peer (stacks with an implementation on an
+                        // interface: xdp, tc, af_xdp), else the one owning the local address;
+                        // "" when unknown (no route, a wildcard address)
+};
+
 // What `connect_wrap` is told: the host's facts (and, later, the negotiated choices).
 struct ConnectContext {
     const HostFacts* host = nullptr;
@@ -92,6 +102,7 @@ struct ConnectContext {
     // for it (a chunnel contributes them with `std::vector<uint8_t> params() const`).
     std::string_view chosen = {};
     std::span<const uint8_t> params = {};
+    FlowFacts flow = {};
 };
 
 // A connection moves batches of Data. `send` consumes the batch (messages handed on, slots
@@ -113,6 +124,16 @@ concept Connection = std::movable<C> &&
 template <class C>
 concept CanAlloc = requires(C& c, std::span<typename C::Data> out) {
     { c.alloc(out) } -> std::same_as<Result<size_t>>;
+};
+
+// A connection or listener that says its local address / its peer's (the stack's flow facts).
+template <class C>
+concept HasLocal = requires(const C& c) {
+    { c.local() } -> std::convertible_to<Addr>;
+};
+template <class C>
+concept HasPeer = requires(const C& c) {
+    { c.peer() } -> std::convertible_to<Addr>;
 };
 
 // A connection that can hand back the one it wraps (to rebuild a stack under another choice).

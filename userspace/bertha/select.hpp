@@ -40,6 +40,13 @@ template <class... Cs> class SelectConn {
     }
     size_t chosen() const noexcept { return v_.index(); }
     template <class C> C* get_if() noexcept { return std::get_if<C>(&v_); }
+    // The local address and the peer, when every alternative says (the stack's flow facts).
+    Addr local() const requires(HasLocal<Cs>&&...) {
+        return std::visit([](const auto& c) -> Addr { return c.local(); }, v_);
+    }
+    Addr peer() const requires(HasPeer<Cs>&&...) {
+        return std::visit([](const auto& c) -> Addr { return c.peer(); }, v_);
+    }
 
     // The connection below, whichever alternative is running (they all wrap the same one):
     // lets a stack be rebuilt under another choice.
@@ -83,6 +90,9 @@ template <class... Ls> class SelectListener {
         return out;
     }
     size_t chosen() const noexcept { return v_.index(); }
+    Addr local() const requires(HasLocal<Ls>&&...) {
+        return std::visit([](const auto& l) -> Addr { return l.local(); }, v_);
+    }
 
   private:
     std::variant<Ls...> v_;

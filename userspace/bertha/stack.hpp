@@ -12,10 +12,12 @@
 
 #include "bertha/chunnel.hpp"
 #include "bertha/discovery.hpp"
+#include "bertha/log.hpp"
 #include "bertha/negotiate.hpp"
 #include "bertha/negotiate_conn.hpp"
 
 #include <array>
+#include <memory>
 #include <optional>
 #include <tuple>
 #include <type_traits>
@@ -92,6 +94,77 @@ template <class Bottom, class C> Bottom unwrap(C&& c) {
         return unwrap<Bottom>(std::move(c).into_inner());
 }
 
+// The local address of a base connection or listener, and the peer of an accepted one, when
+// the base says (empty otherwise): the flow facts offloads attach for (ConnectContext::flow).
+template <class C> Addr local_of(const C& c) {
+    if constexpr (HasLocal<C>)
+        return c.local();
+    else
+        return Addr{};
+}
+template <class C> Addr peer_of(const C& c) {
+    if constexpr (HasPeer<C>)
+        return c.peer();
+    else
+        return Addr{};
+}
+// An accepted peer's base connection, held on the heap and shared: the stack is wrapped around
+// it first (the chosen implementations attach their offloads in connect_wrap), and the listener
+// answers the peer through it afterwards, so that the offloads are in place before the peer,
+// having heard the answer, starts sending. One pointer hop per batch.
+template <class B> class SharedBase {
+  public:
+    using Data = typename B::Data;
+    explicit SharedBase(B&& b) : b_(std::make_shared<B>(std::move(b))) {}
+    SharedBase(SharedBase&&) noexcept = default; // move-only, like the connection it holds
+    SharedBase& operator=(SharedBase&&) noexcept = default;
+    SharedBase(const SharedBase&) = delete;
+    SharedBase& operator=(const SharedBase&) = delete;
+    Result<size_t> send(std::span<Data> batch) { return b_->send(batch); }
+    Result<size_t> recv(std::span<Data> batch, Deadline d) { return b_->recv(batch, d); }
+    Result<size_t> alloc(std::span<Data> out) requires CanAlloc<B> { return b_->alloc(out); }
+    void describe(std::vector<std::string>& out) const { b_->describe(out); }
+    decltype(auto) peer() const requires requires(const B& b) { b.peer(); }
+    { return b_->peer(); }
+    void restart(Msg&& m) requires requires(B& b) { b.restart(std::move(m)); }
+    { b_->restart(std::move(m)); }
+    bool closed() const requires requires(const B& b) { b.closed(); }
+    { return b_->closed(); }
+    B& inner() { return *b_; }
+    const std::shared_ptr<B>& shared() const { return b_; }
+
+  private:
+    std::shared_ptr<B> b_;
+};
+
+// A component ("count/xdp") as a refusal names it ("count"), and a message as it may travel.
+inline std::string wire_name(std::string_view component) {
+    std::string out;
+    for (char c : component.substr(0, component.find('/'))) {
+        if (out.size() == wire::kMaxName) break;
+        if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')
+            out += c;
+    }
+    return out.empty() ? std::string("stack") : out;
+}
+inline std::string wire_text(std::string s) {
+    if (s.size() > wire::kMaxMessageText) s.resize(wire::kMaxMessageText);
+    for (char& c : s)
+        if (c < 0x20 || c > 0x7e) c = '?';
+    return s;
+}
+
+// The interface the kernel routes `peer` through; "" when there is no route.
+inline std::string interface_towards(const Addr& peer) {
+    if (peer.empty()) return {};
+    auto r = route_to(peer);
+    return r ? r->ifname : std::string{};
+}
+// The interface that owns `local`; "" for a wildcard or foreign address.
+inline std::string interface_of(const ProbeReport& r) {
+    return r.interface ? r.interface->name : std::string{};
+}
+
 } // namespace detail
 
 // Options that skip negotiation: both ends run the stack they were built with.
@@ -125,6 +198,24 @@ template <class... Chs> class Stack {
     }
 
     using Contexts = std::array<ConnectContext, N>;
+
+    // Does an implementation in this stack work on an interface (an XDP or TC hook, AF_XDP)?
+    // Only then is the route towards each peer looked up for the flow facts (one netlink
+    // round trip per connection); otherwise a connection inherits the interface of its local
+    // address.
+    static bool wants_interface() {
+        static const bool yes = [] {
+            constexpr uint32_t on_iface =
+                uint32_t(Need::xdp) | uint32_t(Need::tc) | uint32_t(Need::af_xdp);
+            bool any = false;
+            auto scan = [&](const std::vector<ChunnelInfo>& alts) {
+                for (auto& a : alts) any |= (uint32_t(a.needs) & on_iface) != 0;
+            };
+            (scan(detail::slot_decl_of<Chs>().alts), ...);
+            return any;
+        }();
+        return yes;
+    }
 
   public:
     explicit Stack(Chs... chs) : chs_(std::move(chs)...) {}
@@ -171,9 +262,17 @@ template <class... Chs> class Stack {
                                const ConnectContext& ctx_in) const {
         ConnectContext ctx = ctx_in;
         ctx.side = Side::client;
-        if (!ctx.host) ctx.host = &probe(&peer).facts; // the interface towards the peer
+        if (ctx.flow.peer.empty()) ctx.flow.peer = peer;
+        if (!ctx.host) {
+            const ProbeReport& r = probe(&peer); // the interface towards the peer
+            ctx.host = &r.facts;
+            if (ctx.flow.ifname.empty()) ctx.flow.ifname = detail::interface_of(r);
+        } else if (ctx.flow.ifname.empty() && wants_interface()) {
+            ctx.flow.ifname = detail::interface_towards(peer);
+        }
         auto base = std::get<N - 1>(chs_).connect(peer, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
+        if (ctx.flow.local.empty()) ctx.flow.local = detail::local_of(*base);
         auto st = std::make_shared<negotiation::ClientState>();
         st->opts = opts;
         st->server = peer;
@@ -224,9 +323,14 @@ template <class... Chs> class Stack {
     Result<BoundConn> bind(const Addr& local, const ConnectContext& ctx_in) const {
         ConnectContext ctx = ctx_in;
         ctx.side = Side::server;
-        if (!ctx.host) ctx.host = &probe_local(local).facts;
+        if (!ctx.host || ctx.flow.ifname.empty()) {
+            const ProbeReport& r = probe_local(local); // the interface that owns `local`
+            if (!ctx.host) ctx.host = &r.facts;
+            if (ctx.flow.ifname.empty()) ctx.flow.ifname = detail::interface_of(r);
+        }
         auto base = std::get<N - 1>(chs_).bind(local, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
+        if (ctx.flow.local.empty()) ctx.flow.local = detail::local_of(*base);
         Contexts all;
         all.fill(ctx);
         return wrap<BoundConn>(std::move(*base), all);
@@ -240,7 +344,7 @@ template <class... Chs> class Stack {
             std::declval<const Addr&>(), std::declval<const ConnectContext&>()))::value_type;
         using BasePeer = typename decltype(std::declval<BaseListener&>().accept(
             Deadline{}))::value_type::value_type;
-        using PeerBottom = negotiation::NegServerConn<BasePeer>;
+        using PeerBottom = negotiation::NegServerConn<detail::SharedBase<BasePeer>>;
         using PeerConn = final_t<PeerBottom>;
 
         // The next peer that completed negotiation, or nullopt when the deadline passes.
@@ -262,9 +366,10 @@ template <class... Chs> class Stack {
                 }
                 if (!opts_.enabled) { // pre-arranged: no exchange, this host's own choice
                     Contexts all;
-                    all.fill(ctx_);
+                    all.fill(peer_context(**got));
                     auto w = stack_.template wrap<PeerConn>(
-                        PeerBottom(std::move(**got), 0, {}, 0, {}), all);
+                        PeerBottom(detail::SharedBase<BasePeer>(std::move(**got)), 0, {}, 0, {}),
+                        all);
                     if (!w) return std::unexpected(std::move(w.error()));
                     return std::optional<PeerConn>(std::move(*w));
                 }
@@ -272,6 +377,16 @@ template <class... Chs> class Stack {
             }
         }
         BaseListener& base() { return base_; }
+        // The context a peer's connection is wrapped with: the listener's, plus the peer and the
+        // interface towards it (ConnectContext::flow; see wants_interface).
+        ConnectContext peer_context(const BasePeer& conn) const {
+            ConnectContext c = ctx_;
+            c.flow.peer = detail::peer_of(conn);
+            if (Stack::wants_interface())
+                if (auto name = detail::interface_towards(c.flow.peer); !name.empty())
+                    c.flow.ifname = std::move(name);
+            return c;
+        }
         size_t negotiating() const { return pending_.size(); }
         uint64_t refused() const { return refused_; }
         uint64_t expired() const { return expired_; }
@@ -393,15 +508,36 @@ template <class... Chs> class Stack {
             else
                 reply = wire::frame(wire::Type::pick, zero ? wire::flag_zero_rtt_refused : 0,
                                     h.conv, wire::encode(*pick));
-            if (auto s = negotiation::send_datagrams(p.conn, reply); !s)
-                return std::unexpected(std::move(s.error()));
-            auto c = stack_.contexts(*pick, ctx_);
+            auto c = stack_.contexts(*pick, peer_context(p.conn));
             if (!c) return std::unexpected(std::move(c.error()));
-            auto w = stack_.template wrap<PeerConn>(PeerBottom(std::move(p.conn), h.conv,
-                                                               std::move(reply), pick->nonce,
-                                                               std::move(p.held)),
-                                                    *c);
-            if (!w) return std::unexpected(std::move(w.error()));
+            // Wrap first, answer second (see detail::SharedBase): the peer sends as soon as it
+            // hears the answer, and its data must meet the offloads already attached.
+            detail::SharedBase<BasePeer> base(std::move(p.conn));
+            std::shared_ptr<BasePeer> answer_through = base.shared();
+            auto w = stack_.template wrap<PeerConn>(
+                PeerBottom(std::move(base), h.conv, reply, pick->nonce, std::move(p.held)), *c);
+            if (!w) {
+                // A chunnel could not be set up for this peer (an offload that did not attach):
+                // the peer is refused with the reason, like an incompatible one, and the
+                // listener carries on with the others.
+                wire::Refuse r;
+                r.reason = wire::RefuseReason::no_compatible;
+                r.chunnel = detail::wire_name(w.error().component);
+                r.message = detail::wire_text("the server could not set up its choice: " +
+                                              w.error().what());
+                log(LogLevel::warn, "negotiation",
+                    "refused " + detail::peer_of(*answer_through).to_string() + ": " +
+                        w.error().what());
+                ++refused_;
+                drop = true;
+                (void)negotiation::send_datagrams(
+                    *answer_through, wire::frame(wire::Type::refuse, 0, h.conv, wire::encode(r)));
+                return {};
+            }
+            // The peer is ours now, answer or not: a lost answer is repaired by the peer's
+            // retransmitted offer, which the connection answers again (NegServerConn).
+            if (auto s = negotiation::send_datagrams(*answer_through, reply); !s)
+                log(LogLevel::debug, "negotiation", "answer: " + s.error().what());
             done.emplace(std::move(*w));
             return {};
         }
@@ -447,7 +583,11 @@ template <class... Chs> class Stack {
                             const ConnectContext& ctx_in) const {
         ConnectContext ctx = ctx_in;
         ctx.side = Side::server;
-        if (!ctx.host) ctx.host = &probe_local(local).facts;
+        if (!ctx.host || ctx.flow.ifname.empty()) {
+            const ProbeReport& r = probe_local(local); // the interface that owns `local`
+            if (!ctx.host) ctx.host = &r.facts;
+            if (ctx.flow.ifname.empty()) ctx.flow.ifname = detail::interface_of(r);
+        }
         wire::Offer server_offer;
         if (opts.enabled) {
             auto o = offer(*ctx.host, Side::server);
@@ -456,6 +596,7 @@ template <class... Chs> class Stack {
         }
         auto base = std::get<N - 1>(chs_).listen(local, ctx);
         if (!base) return std::unexpected(std::move(base.error()));
+        if (ctx.flow.local.empty()) ctx.flow.local = detail::local_of(*base);
         return Listener(*this, std::move(*base), ctx, opts, std::move(server_offer));
     }
     Result<Listener> listen(const Addr& local, const negotiation::Options& opts) const {
