@@ -23,6 +23,7 @@
 #include "packet.hpp"
 #include "xdp_pass.skel.h"
 
+#include <algorithm>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <exception>
@@ -320,6 +321,73 @@ void write_tsv(const Config& cfg, const std::vector<Cell>& cells) {
 
 } // namespace
 
+// Perf mode over fixtures (Katran's tester does the same): ns per packet for each kind of frame
+// the dispatcher meets, through the dispatcher and a 1-stage chain on udp/7001. Medians over
+// the reps; printed after the main table and written next to its JSON (<out>_fixtures.json).
+void fixture_perf(const Config& cfg, bertha::test::LoaderFixture& fx, int root_fd) {
+    using bertha::test::Packet;
+    const char *us = "198.18.0.1", *peer = "198.18.0.2", *us6 = "2001:db8::1",
+               *peer6 = "2001:db8::2";
+    struct Fixture {
+        const char* name;
+        std::string want;
+        std::vector<uint8_t> frame;
+    };
+    const std::string hit1 = "dispatcher:hit count:pass";
+    const Fixture fixtures[] = {
+        {"IPv4 UDP, flow hit", hit1, Packet().eth().ipv4(peer, us).udp(5000, 7001).payload("x").bytes()},
+        {"IPv4 UDP 1400 B, flow hit", hit1,
+         Packet().eth().ipv4(peer, us).udp(5000, 7001).payload(std::string(1400, 'x')).bytes()},
+        {"IPv4 options + 2 VLAN tags, hit", hit1,
+         Packet().eth(ETH_P_8021AD).vlan(1, ETH_P_8021Q).vlan(2, ETH_P_IP)
+             .ipv4(peer, us, IPPROTO_UDP, 3).udp(5000, 7001).payload("x").bytes()},
+        {"IPv6 UDP, flow hit", hit1,
+         Packet().eth(ETH_P_IPV6).ipv6(peer6, us6).udp(5000, 7001).payload("x").bytes()},
+        {"IPv6 + hop-by-hop, flow hit", hit1,
+         Packet().eth(ETH_P_IPV6).ipv6(peer6, us6).ipv6_ext(IPPROTO_HOPOPTS).udp(5000, 7001)
+             .payload("x").bytes()},
+        {"IPv4 UDP, no flow", "dispatcher:miss",
+         Packet().eth().ipv4(peer, us).udp(5000, 7999).payload("x").bytes()},
+        {"IPv4 TCP (not ours)", "dispatcher:pass",
+         Packet().eth().ipv4(peer, us, IPPROTO_TCP).payload(std::string(20, '\0')).bytes()},
+        {"ARP (not ours)", "dispatcher:pass",
+         Packet().eth(ETH_P_ARP).payload(std::string(28, '\0')).bytes()},
+        {"IPv4 fragment (not ours)", "dispatcher:pass",
+         Packet().eth().ipv4(peer, us).fragment(0, true).udp(5000, 7001).payload("x").bytes()},
+    };
+    const uint32_t repeat = std::max<uint32_t>(cfg.repeat / 10, 1000);
+    const int reps = std::max(cfg.reps, 3);
+    Variant v{"fixture", "", root_fd, 0, 1, BERTHA_NO_CHAIN};
+    std::printf("\nper fixture: dispatcher + 1 count stage on udp/7001, median ns over %d reps x "
+                "%u runs\n",
+                reps, repeat);
+    std::string json = "[";
+    for (auto& f : fixtures) {
+        auto ex = fx.loader().explain(bertha::test::LoaderFixture::kIf, Hook::xdp, f.frame);
+        if (!ex || steps_text(*ex) != f.want)
+            die("fixture '%s' took '%s', want '%s'", f.name, ex ? steps_text(*ex).c_str() : "?",
+                f.want.c_str());
+        std::vector<double> ns;
+        for (int r = 0; r < reps; ++r) ns.push_back(time_run(v, f.frame, repeat).ns);
+        std::sort(ns.begin(), ns.end());
+        double med = ns[ns.size() / 2];
+        std::printf("  %-34s %6.1f ns  (%zu B; %s)\n", f.name, med, f.frame.size(), f.want.c_str());
+        json += std::string(json.size() > 1 ? "," : "") + "\n  {\"fixture\": \"" + f.name +
+                "\", \"bytes\": " + std::to_string(f.frame.size()) + ", \"steps\": \"" + f.want +
+                "\", \"ns_median\": " + std::to_string(med) + "}";
+    }
+    json += "\n]\n";
+    if (cfg.out.empty()) return;
+    std::string path = cfg.out;
+    if (path.ends_with(".json")) path.resize(path.size() - 5);
+    path += "_fixtures.json";
+    if (FILE* out = std::fopen(path.c_str(), "w")) {
+        std::fputs(json.c_str(), out);
+        std::fclose(out);
+        std::printf("wrote %s\n", path.c_str());
+    }
+}
+
 int main(int argc, char** argv) {
     Config cfg;
     try {
@@ -409,5 +477,6 @@ int main(int argc, char** argv) {
     print_table(cfg, cells, cpu);
     write_json(cfg, cells, trials, cpu);
     write_tsv(cfg, cells);
+    fixture_perf(cfg, *fx, root.get());
     return 0;
 }
