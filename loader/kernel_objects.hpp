@@ -3,6 +3,7 @@
 #pragma once
 
 #include "bertha/error.hpp"
+#include "bertha/fd.hpp"
 
 #include <bpf/libbpf.h>
 #include <string>
@@ -12,29 +13,7 @@
 
 namespace bertha::load {
 
-class Fd {
-  public:
-    explicit Fd(int fd = -1) noexcept : fd_(fd) {}
-    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Fd& operator=(Fd&& o) noexcept {
-        if (this != &o) {
-            reset();
-            fd_ = std::exchange(o.fd_, -1);
-        }
-        return *this;
-    }
-    ~Fd() { reset(); }
-    void reset() noexcept {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-    int get() const noexcept { return fd_; }
-    int release() noexcept { return std::exchange(fd_, -1); }
-    explicit operator bool() const noexcept { return fd_ >= 0; }
-
-  private:
-    int fd_;
-};
+using bertha::Fd; // userspace/bertha/fd.hpp
 
 // A skeleton (or any libbpf-owned object) destroyed with its own function.
 template <class T, void (*Destroy)(T*)> class Owned {

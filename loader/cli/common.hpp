@@ -4,7 +4,7 @@
 #pragma once
 
 #include "bertha/error.hpp"
-#include "loader/cli/json.hpp"
+#include "bertha/json.hpp"
 #include "loader/loader.hpp"
 
 #include <CLI/CLI.hpp>

@@ -5,6 +5,9 @@
 // a private network namespace that disappears with it.
 #include "bertha/discovery.hpp"
 
+#include "bertha/fd.hpp"
+#include "bertha/json.hpp"
+
 #include <arpa/inet.h>
 #include <atomic>
 #include <bit>
@@ -79,28 +82,6 @@ std::string errstr(int err) {
 
 // ---- small RAII and helpers -------------------------------------------------------------------
 
-class Fd {
-  public:
-    explicit Fd(int fd = -1) noexcept : fd_(fd) {}
-    Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Fd& operator=(Fd&& o) noexcept {
-        if (this != &o) {
-            reset();
-            fd_ = std::exchange(o.fd_, -1);
-        }
-        return *this;
-    }
-    ~Fd() { reset(); }
-    void reset() noexcept {
-        if (fd_ >= 0) ::close(fd_);
-        fd_ = -1;
-    }
-    int get() const noexcept { return fd_; }
-    explicit operator bool() const noexcept { return fd_ >= 0; }
-
-  private:
-    int fd_;
-};
 
 std::string ifname_of(int ifindex) {
     char buf[IF_NAMESIZE] = {};
@@ -780,34 +761,7 @@ std::atomic<uint64_t> g_generation{0};
 
 // ---- output -----------------------------------------------------------------------------------
 
-std::string json_string(std::string_view s) {
-    std::string out = "\"";
-    for (char c : s) {
-        switch (c) {
-        case '"':
-            out += "\\\"";
-            break;
-        case '\\':
-            out += "\\\\";
-            break;
-        case '\n':
-            out += "\\n";
-            break;
-        case '\t':
-            out += "\\t";
-            break;
-        default:
-            if (static_cast<unsigned char>(c) < 0x20) {
-                char buf[8];
-                std::snprintf(buf, sizeof buf, "\\u%04x", c);
-                out += buf;
-            } else {
-                out += c;
-            }
-        }
-    }
-    return out + "\"";
-}
+std::string json_string(std::string_view s) { return json_quote(s); }
 
 std::string json_feature(const Feature& f) {
     return std::string("{\"available\": ") + (f.yes ? "true" : "false") +

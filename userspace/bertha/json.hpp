@@ -1,7 +1,7 @@
-// A tiny JSON writer for --json output: one object per command, written in one pass. Strings
-// are escaped by RFC 8259 (quote, backslash, control characters), and bytes that are not valid
-// UTF-8 become U+FFFD, so that the output always parses, whatever an interface or a kernel
-// message contains.
+// A tiny JSON writer for --json output (bertha-load, discovery's report): one object per command,
+// written in one pass. Strings are escaped by RFC 8259 (quote, backslash, control characters),
+// and bytes that are not valid UTF-8 become U+FFFD, so that the output always parses, whatever
+// an interface or a kernel message contains.
 #pragma once
 
 #include <cstdint>
@@ -11,7 +11,7 @@
 #include <type_traits>
 #include <vector>
 
-namespace bertha::cli {
+namespace bertha {
 
 // The length of the valid UTF-8 sequence at s[i], or 0 when it is not one.
 inline size_t utf8_sequence(std::string_view s, size_t i) {
@@ -138,4 +138,4 @@ class JsonWriter {
     bool after_key_ = false;
 };
 
-} // namespace bertha::cli
+} // namespace bertha
