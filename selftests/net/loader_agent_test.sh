@@ -25,18 +25,8 @@ for b in "$BL" "$CLIENT_BIN"; do
 done
 command -v setpriv >/dev/null || { echo "FAIL  setpriv (util-linux) is missing"; exit 1; }
 source selftests/net/netns.sh
+source selftests/net/loader_lib.sh
 
-ok() { echo "ok    $*"; }
-fail() { echo "FAIL  $*" >&2; exit 1; }
-
-T=$(mktemp -d /tmp/bertha-loader-agent.XXXXXX)
-chmod 755 "$T" # uid nobody reaches the socket and the client binary in here
-stop_pid() { # SIGTERM, at most 3 s, then SIGKILL
-    kill "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 60); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
-    kill -9 "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
 # SIGTERM to a process we started; it must exit within 5 s. Its exit status goes to TERM_RC
 # (not printed: `wait` works only in this shell, not in a $(...) subshell).
 TERM_RC=
@@ -46,42 +36,17 @@ term_wait() { # PID
     ! kill -0 "$1" 2>/dev/null || fail "process $1 did not exit within 5 s of SIGTERM"
     TERM_RC=0
     wait "$1" || TERM_RC=$?
-    untrack "$1"
+    netns_untrack "$1"
 }
-untrack() {
-    local p keep=()
-    for p in "${NETNS_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    NETNS_PIDS=("${keep[@]}")
-}
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM ERR
-    set +e
-    for p in "${NETNS_PIDS[@]}"; do stop_pid "$p"; done
-    NETNS_PIDS=()
-    if [ -n "${NS_A:-}" ] && ip netns pids "$NS_A" >/dev/null 2>&1; then
-        ip netns exec "$NS_A" timeout 10 "$BL" detach --iface "$IF_A" --all >/dev/null 2>&1
-    fi
-    netns_cleanup
-    mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-    if [ "$rc" -ne 0 ] && [ -s "$T/agent.log" ]; then
-        echo "---- the agent's log"
-        cat "$T/agent.log"
-    fi
-    rm -rf "$T"
-    [ -n "${IF_A:-}" ] && rm -f /run/bertha/lock/"$IF_A"@*.lock
-    [ "$rc" -eq 0 ] || echo "loader agent test: FAILED (exit $rc)"
-    exit "$rc"
+# When the test fails, the cleanup shows the agent's log.
+loader_on_failure() {
+    [ -s "$T/agent.log" ] || return 0
+    echo "---- the agent's log"
+    cat "$T/agent.log"
 }
 
-netns_pair ldagt
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'echo "FAIL  line $LINENO: \`$BASH_COMMAND\` exited $?" >&2' ERR
-mkdir -p "$T/bpffs"
-mount -t bpf bpf "$T/bpffs"
-export BERTHA_BPFFS=$T/bpffs/bertha
+loader_setup ldagt loader-agent "loader agent test"
+chmod 755 "$T" # uid nobody reaches the socket and the client binary in here
 SOCK=$T/agent.sock
 POLICY=$T/policy
 cp "$CLIENT_BIN" "$T/agent_attach" # the build tree may not be reachable for nobody
@@ -93,23 +58,6 @@ allow uid=$NOBODY_UID iface=$IF_A port=$PORT stage=count
 EOF
 chmod 644 "$POLICY"
 
-bl() {
-    local out rc=0
-    out=$(ip netns exec "$NS_A" timeout 30 "$BL" "$@" 2>"$T/bl.err") || rc=$?
-    [ "$rc" -eq 0 ] || fail "bertha-load $* exited $rc: $(cat "$T/bl.err") $out"
-    printf '%s\n' "$out"
-}
-json_check() { # WHAT FILE CODE [ARG...]: CODE sees j and a[], appends problems to p
-    local what=$1 file=$2 code=$3 why
-    shift 3
-    why=$(python3 -c "import json, sys
-j = json.load(open(sys.argv[1])); a = sys.argv[2:]; p = []
-$code
-print('; '.join(p))" "$file" "$@") || fail "$what: could not judge $file: $(head -c 300 "$file")"
-    [ -z "$why" ] || fail "$what: $why"
-    ok "$what"
-}
-status_json() { bl --json status --iface "$IF_A" >"$T/status.json"; }
 # "chain refs stage_prog_id dispatcher_prog_id" of the flow xdp udp/PORT, or "none".
 flow_state() {
     status_json
@@ -148,7 +96,7 @@ to_a() { # PORT COUNT
     netns_wait_for $pid "$log" "listening on" || fail "the receiver on $ADDR_A:$1 did not start"
     in_b python3 "$UDP" send --to "$ADDR_A:$1" --count "$2" >/dev/null || fail "send failed"
     wait $pid || true
-    untrack $pid
+    netns_untrack $pid
     got=$(sed -n 's/^received //p' "$log")
     [ "$got" = "$2" ] || fail "$2 datagrams sent to $ADDR_A:$1, ${got:-none} arrived"
 }
@@ -232,7 +180,7 @@ expect_flow "a second client's attach of the same flow: the same chain, 2 refere
     "$chain 2 $stage_id $disp_id"
 kill -9 $c2
 wait $c2 2>/dev/null || true
-untrack $c2
+netns_untrack $c2
 expect_flow "the second client killed (-9): its reference is released" $PORT \
     "$chain 1 $stage_id $disp_id"
 term_wait $c1
@@ -254,7 +202,7 @@ to_a $PORT $N
 expect_pass "client c3's flow counts" $N
 kill -9 $AGENT
 wait $AGENT 2>/dev/null || true
-untrack $AGENT
+netns_untrack $AGENT
 [ "$(xdp_prog_on_link)" = "$disp_id" ] ||
     fail "with the agent killed, XDP on the link is $(xdp_prog_on_link), not $disp_id"
 to_a $PORT $N
@@ -270,14 +218,14 @@ start_client c4 $PORT
 c4=$CLIENT
 expect_flow "the restarted agent re-adopted the flow: a new client's attach joins chain $chain" \
     $PORT "$chain 2 $stage_id $disp_id"
-stop_pid $c4
-untrack $c4
+netns_stop $c4
+netns_untrack $c4
 expect_flow "...and it releases that client's reference when it exits" $PORT \
     "$chain 1 $stage_id $disp_id"
 # c3's reference belonged to the killed agent's connection: nobody releases it automatically
 # (agent.hpp); the operator does.
-stop_pid $c3
-untrack $c3
+netns_stop $c3
+netns_untrack $c3
 expect_flow "the killed agent's client left: its reference stays until an operator's detach" \
     $PORT "$chain 1 $stage_id $disp_id"
 bl detach --iface "$IF_A" --all >/dev/null

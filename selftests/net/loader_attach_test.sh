@@ -18,71 +18,9 @@ UDP=selftests/net/udp_tool.py
 N=100 # datagrams per burst: well inside a veth XDP ring
 [ -x "$BL" ] || { echo "FAIL  missing $BL (run make)"; exit 1; }
 source selftests/net/netns.sh
+source selftests/net/loader_lib.sh
 
-ok() { echo "ok    $*"; }
-# To stderr: a failure inside $(...) must still be seen.
-fail() { echo "FAIL  $*" >&2; exit 1; }
-
-T=$(mktemp -d /tmp/bertha-loader-attach.XXXXXX)
-# End a process we started (by pid): SIGTERM, at most 3 s, then SIGKILL.
-stop_pid() {
-    kill "$1" 2>/dev/null || return 0
-    for _ in $(seq 1 60); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
-    kill -9 "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-untrack() {
-    local p keep=()
-    for p in "${NETNS_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
-    NETNS_PIDS=("${keep[@]}")
-}
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM ERR
-    set +e
-    for p in "${NETNS_PIDS[@]}"; do stop_pid "$p"; done
-    NETNS_PIDS=()
-    if [ -n "${NS_A:-}" ] && ip netns pids "$NS_A" >/dev/null 2>&1; then
-        ip netns exec "$NS_A" timeout 10 "$BL" detach --iface "$IF_A" --all >/dev/null 2>&1
-    fi
-    netns_cleanup
-    mountpoint -q "$T/bpffs" && umount "$T/bpffs"
-    rm -rf "$T"
-    # The loader's per-interface lock files (never removed by it; the names carry our pid).
-    [ -n "${IF_A:-}" ] && rm -f /run/bertha/lock/"$IF_A"@*.lock
-    [ "$rc" -eq 0 ] || echo "loader attach test: FAILED (exit $rc)"
-    exit "$rc"
-}
-
-netns_pair ldatt
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'echo "FAIL  line $LINENO: \`$BASH_COMMAND\` exited $?" >&2' ERR
-mkdir -p "$T/bpffs"
-mount -t bpf bpf "$T/bpffs"
-export BERTHA_BPFFS=$T/bpffs/bertha
-
-# bertha-load in host A; a failure names the command and what it said, and ends the test.
-bl() {
-    local out rc=0
-    out=$(ip netns exec "$NS_A" timeout 30 "$BL" "$@" 2>"$T/bl.err") || rc=$?
-    [ "$rc" -eq 0 ] || fail "bertha-load $* exited $rc: $(cat "$T/bl.err") $out"
-    printf '%s\n' "$out"
-}
-
-# Python assertions over a JSON file: CODE sees the object as j and ARGs as a[], and appends
-# what is wrong to p.
-json_check() { # WHAT FILE CODE [ARG...]
-    local what=$1 file=$2 code=$3 why
-    shift 3
-    why=$(python3 -c "import json, sys
-j = json.load(open(sys.argv[1])); a = sys.argv[2:]; p = []
-$code
-print('; '.join(p))" "$file" "$@") || fail "$what: could not judge $file: $(head -c 300 "$file")"
-    [ -z "$why" ] || fail "$what: $why"
-    ok "$what"
-}
+loader_setup ldatt loader-attach "loader attach test"
 
 # A Python expression over the JSON object j in FILE.
 json_value() { # FILE EXPR
@@ -128,7 +66,7 @@ traffic() { # FROM_NS TO_NS TO_ADDR PORT COUNT SPORT FROM_ADDR
     ip netns exec "$1" python3 "$UDP" send --to "$3:$4" --count "$5" --sport "$6" \
         --bind "$7" >/dev/null || fail "sending to $3:$4 failed"
     wait $pid || true # it ends by itself: all arrived, or 5 s
-    untrack $pid
+    netns_untrack $pid
     got=$(sed -n 's/^received //p' "$log")
     [ "$got" = "$5" ] || fail "$5 datagrams sent to $3:$4, ${got:-none} arrived"
 }
@@ -136,7 +74,6 @@ to_a() { traffic "$NS_B" "$NS_A" "$ADDR_A" "$1" "$2" 0 ""; } # PORT COUNT
 # Datagrams to a port of A nobody listens on (A answers with ICMP; nothing waits for them).
 to_a_unheard() { in_b python3 "$UDP" send --to "$ADDR_A:$1" --count "$2" >/dev/null; }
 
-status_json() { bl --json status --iface "$IF_A" >"$T/status.json"; }
 # Every program and link id of ours on the interface, from status (before a detach).
 our_ids() {
     status_json
@@ -195,7 +132,7 @@ attach_at_once() { # PORT...
     for i in "${!pids[@]}"; do
         rc=0
         wait "${pids[$i]}" || rc=$?
-        untrack "${pids[$i]}"
+        netns_untrack "${pids[$i]}"
         [ "$rc" -eq 0 ] || fail "attach of udp/${ports[$i]} (one of ${#ports[@]} at once)" \
             "exited $rc: $(cat "$T/attach.${ports[$i]}.log")"
     done

@@ -1,13 +1,15 @@
 # Source this: two hosts as network namespaces joined by one veth pair, addresses from
 # 198.18.0.0/15 only. Names carry the pid so parallel runs never collide. (Note for pinning
 # tests: every `ip netns exec` remounts /sys, so bpffs must be mounted inside the same exec that
-# pins.) netns_cleanup removes everything and is safe to call
+# pins, or outside /sys: netns_bpffs.) netns_cleanup removes everything and is safe to call
 # twice, and netns_pair installs it on EXIT, INT and TERM.
 #
 #   source selftests/net/netns.sh
 #   netns_pair demo            # -> $NS_A $NS_B, $ADDR_A $ADDR_B (198.18.<n>.1 / .2)
 #   in_a cmd...                # run in host A;  in_b cmd...
 #   netns_track $pid           # a process to end (by pid) at cleanup
+#   netns_untrack $pid         # ...one that has ended, or that you end: netns_stop $pid
+#   netns_bpffs $dir           # a bpffs for pins every `ip netns exec` sees (BERTHA_BPFFS)
 
 NETNS_PIDS=()
 NETNS_NAMES=()
@@ -25,6 +27,33 @@ netns_cleanup() {
 }
 
 netns_track() { NETNS_PIDS+=("$1"); }
+
+# netns_untrack PID: a tracked process that has ended (waited for), so that the cleanup does not
+# signal its pid, which the system may have given to another process by then.
+netns_untrack() {
+    local p keep=()
+    for p in "${NETNS_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    NETNS_PIDS=("${keep[@]}")
+}
+
+# netns_stop PID: end a process we started (by pid): SIGTERM, at most 3 s, then SIGKILL, so that
+# one that ignores SIGTERM cannot hang the test. It stays tracked: netns_untrack it.
+netns_stop() {
+    kill "$1" 2>/dev/null || return 0
+    for _ in $(seq 1 60); do kill -0 "$1" 2>/dev/null || break; sleep 0.05; done
+    kill -9 "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# netns_bpffs DIR: mount a bpffs on DIR (in the root mount namespace, which every `ip netns exec`
+# shares, unlike its own /sys/fs/bpf) and point the loader's pins at it: BERTHA_BPFFS=DIR/bertha.
+# Pins then outlive the exec that made them, and the system's /sys/fs/bpf is left alone. The
+# caller unmounts it at cleanup.
+netns_bpffs() {
+    mkdir -p "$1"
+    mount -t bpf bpf "$1"
+    export BERTHA_BPFFS=$1/bertha
+}
 
 # netns_wait_for PID LOG TEXT: wait (at most 5 s) until LOG contains TEXT, e.g. a server's
 # "listening on" line; fails with the log when PID exits first or time runs out.

@@ -23,7 +23,6 @@ source selftests/net/netns.sh
 
 netns_pair offc
 work=$(mktemp -d /tmp/bertha-offc-XXXXXX)
-mkdir "$work/bpffs"
 mounted=
 cleanup() {
     netns_cleanup # ends the servers and clients, removes the namespaces (and so the veth)
@@ -34,9 +33,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT
 trap 'cleanup; exit 143' TERM
-mount -t bpf bpf "$work/bpffs"
+netns_bpffs "$work/bpffs"
 mounted=1
-export BERTHA_BPFFS=$work/bpffs/bertha
 export BERTHA_LOG=debug
 
 rc=0
