@@ -46,8 +46,7 @@ class Packet {
     }
     // Mark the IPv4 header as a fragment (offset in 8-byte units, more-fragments flag).
     Packet& fragment(uint16_t offset, bool more) {
-        auto* ip = reinterpret_cast<iphdr*>(buf_.data() + ip_off_);
-        ip->frag_off = htons(uint16_t(offset | (more ? 0x2000 : 0)));
+        put16(ip_off_ + 6, uint16_t(offset | (more ? 0x2000 : 0))); // frag_off
         return *this;
     }
     Packet& ipv6(const char* src, const char* dst, uint8_t next = IPPROTO_UDP) {
@@ -108,51 +107,48 @@ class Packet {
         auto* b = static_cast<const uint8_t*>(p);
         buf_.insert(buf_.end(), b, b + n);
     }
+    // Fields are written byte by byte at their offsets: the IP header of a frame sits at offset
+    // 14, where casting to iphdr/ipv6hdr would be a misaligned access (UBSan says so).
+    void put16(size_t off, uint16_t host) {
+        buf_[off] = uint8_t(host >> 8);
+        buf_[off + 1] = uint8_t(host);
+    }
     void finish() {
         if (finished_) return;
         finished_ = true;
+        uint8_t pseudo[40] = {}; // IPv6: source, destination, length (32 bits), next header
+        size_t pseudo_len = 0;
         if (ip6_off_ != npos) {
-            auto* ip6 = reinterpret_cast<ipv6hdr*>(buf_.data() + ip6_off_);
-            ip6->payload_len = htons(uint16_t(buf_.size() - ip6_off_ - sizeof(ipv6hdr)));
-            if (udp_off_ != npos) {
-                auto* u = reinterpret_cast<udphdr*>(buf_.data() + udp_off_);
-                uint16_t ulen = uint16_t(buf_.size() - udp_off_);
-                u->len = htons(ulen);
-                u->check = 0;
-                uint8_t pseudo[40] = {}; // source, destination, length (32 bits), next header
-                std::memcpy(pseudo, &ip6->saddr, 16);
-                std::memcpy(pseudo + 16, &ip6->daddr, 16);
-                pseudo[34] = uint8_t(ulen >> 8);
-                pseudo[35] = uint8_t(ulen);
-                pseudo[39] = IPPROTO_UDP;
-                uint32_t sum = csum_add(0, pseudo, sizeof pseudo);
-                sum = csum_add(sum, buf_.data() + udp_off_, ulen);
-                uint16_t c = csum_fold(sum);
-                u->check = htons(c == 0 ? 0xffff : c); // zero is illegal for IPv6 UDP
-            }
+            put16(ip6_off_ + 4, uint16_t(buf_.size() - ip6_off_ - sizeof(ipv6hdr))); // payload_len
+            std::memcpy(pseudo, buf_.data() + ip6_off_ + 8, 32);                   // saddr, daddr
+            pseudo_len = 40;
+        } else if (ip_off_ != npos) {
+            const size_t ihl = (buf_[ip_off_] & 0x0f) * 4u;
+            put16(ip_off_ + 2, uint16_t(buf_.size() - ip_off_)); // tot_len
+            put16(ip_off_ + 10, 0);                               // check
+            put16(ip_off_ + 10, csum_fold(csum_add(0, buf_.data() + ip_off_, ihl)));
+            std::memcpy(pseudo, buf_.data() + ip_off_ + 12, 8); // saddr, daddr
+            pseudo_len = 12;
+        } else {
             return;
         }
-        if (ip_off_ == npos) return;
-        auto* ip = reinterpret_cast<iphdr*>(buf_.data() + ip_off_);
-        ip->tot_len = htons(uint16_t(buf_.size() - ip_off_));
-        ip->check = 0;
-        ip->check = htons(csum_fold(csum_add(0, buf_.data() + ip_off_, ip->ihl * 4u)));
         if (udp_off_ == npos) return;
-        auto* u = reinterpret_cast<udphdr*>(buf_.data() + udp_off_);
-        uint16_t ulen = uint16_t(buf_.size() - udp_off_);
-        u->len = htons(ulen);
-        u->check = 0;
-        uint8_t pseudo[12];
-        std::memcpy(pseudo, &ip->saddr, 4);
-        std::memcpy(pseudo + 4, &ip->daddr, 4);
-        pseudo[8] = 0;
-        pseudo[9] = IPPROTO_UDP;
-        pseudo[10] = uint8_t(ulen >> 8);
-        pseudo[11] = uint8_t(ulen);
-        uint32_t sum = csum_add(0, pseudo, sizeof pseudo);
+        const uint16_t ulen = uint16_t(buf_.size() - udp_off_);
+        put16(udp_off_ + 4, ulen); // len
+        put16(udp_off_ + 6, 0);    // check
+        if (pseudo_len == 40) {
+            pseudo[34] = uint8_t(ulen >> 8);
+            pseudo[35] = uint8_t(ulen);
+            pseudo[39] = IPPROTO_UDP;
+        } else {
+            pseudo[9] = IPPROTO_UDP;
+            pseudo[10] = uint8_t(ulen >> 8);
+            pseudo[11] = uint8_t(ulen);
+        }
+        uint32_t sum = csum_add(0, pseudo, pseudo_len);
         sum = csum_add(sum, buf_.data() + udp_off_, ulen);
-        uint16_t c = csum_fold(sum);
-        u->check = htons(c == 0 ? 0xffff : c);
+        const uint16_t c = csum_fold(sum);
+        put16(udp_off_ + 6, c == 0 ? 0xffff : c); // a computed zero is sent as all ones
     }
 
     static constexpr size_t npos = size_t(-1);

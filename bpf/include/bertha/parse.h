@@ -103,29 +103,29 @@ BERTHA_INLINE int bertha_parse_udp(const void *data, const void *end, struct ber
 		return out->status = BERTHA_PARSE_TOO_DEEP;
 	out->l3_off = (__u16)(p - (const unsigned char *)data);
 
+	/* IP header fields are read as bytes at their offsets: in a frame the header sits at offset
+	 * 14 (+4 per VLAN tag), where C++ must not access a struct iphdr/ipv6hdr (misaligned). */
 	if (proto == bertha_ntohs(ETH_P_IP)) {
-		const struct iphdr *ip = (const struct iphdr *)p;
 		__u32 ihl;
-		if (!BERTHA_FITS(ip, sizeof(*ip), end))
+		if (!BERTHA_FITS(p, sizeof(struct iphdr), end))
 			return out->status = BERTHA_PARSE_TRUNCATED;
 		out->ip_version = 4;
-		ihl = ip->ihl * 4u;
-		if (ip->version != 4 || ihl < sizeof(*ip))
+		ihl = (p[0] & 0x0fu) * 4u;
+		if ((p[0] >> 4) != 4 || ihl < sizeof(struct iphdr))
 			return out->status = BERTHA_PARSE_BAD_HEADER;
 		if (ihl > 60 || !BERTHA_FITS(p, ihl, end))
 			return out->status = BERTHA_PARSE_TRUNCATED;
-		/* MF set or a non-zero offset: not the whole datagram. */
-		if (ip->frag_off & bertha_ntohs(0x3fff))
+		/* MF set or a non-zero offset (frag_off, bytes 6-7): not the whole datagram. */
+		if (((p[6] << 8) | p[7]) & 0x3fff)
 			return out->status = BERTHA_PARSE_FRAGMENT;
-		l4proto = ip->protocol;
+		l4proto = p[9]; /* protocol */
 		p += ihl;
 	} else if (proto == bertha_ntohs(ETH_P_IPV6)) {
-		const struct ipv6hdr *ip6 = (const struct ipv6hdr *)p;
-		if (!BERTHA_FITS(ip6, sizeof(*ip6), end))
+		if (!BERTHA_FITS(p, sizeof(struct ipv6hdr), end))
 			return out->status = BERTHA_PARSE_TRUNCATED;
 		out->ip_version = 6;
-		l4proto = ip6->nexthdr;
-		p += sizeof(*ip6);
+		l4proto = p[6]; /* nexthdr */
+		p += sizeof(struct ipv6hdr);
 		for (i = 0; i < BERTHA_MAX_V6_EXT; i++) {
 			const unsigned char *ext = p;
 			if (l4proto == IPPROTO_FRAGMENT)
