@@ -245,12 +245,13 @@ Result<std::string> parse_reply(std::string_view msg, const std::string& compone
         auto rest = msg.substr(4);
         auto sp = rest.find(' ');
         auto code = errc_from_name(rest.substr(0, sp));
-        if (code)
-            return std::unexpected(Error{*code, component,
-                                         sp == std::string_view::npos
-                                             ? std::string(to_string(*code))
-                                             : unescape(rest.substr(sp + 1)),
-                                         0});
+        if (code) {
+            // "err system" and "err system " alike: an error never has an empty message.
+            std::string message =
+                sp == std::string_view::npos ? std::string() : unescape(rest.substr(sp + 1));
+            if (message.empty()) message = std::string(to_string(*code));
+            return std::unexpected(Error{*code, component, std::move(message), 0});
+        }
     }
     return fail(Errc::incompatible, component,
                 "unexpected reply " + quoted(msg) + " (not a Bertha agent speaking " +

@@ -45,6 +45,15 @@ Result<StageSpec> StageSpec::parse(std::string_view text) {
         return fail(Errc::invalid_argument, "stage " + s.name,
                     "configuration longer than " + std::to_string(BERTHA_CONFIG_LEN - 1) +
                         " characters");
+    // A spec is one field of an agent request and a C string in the chain record: printable
+    // ASCII, no spaces, no NUL.
+    for (size_t i = 0; i < s.config.size(); ++i) {
+        auto c = static_cast<unsigned char>(s.config[i]);
+        if (c <= 0x20 || c >= 0x7f)
+            return fail(Errc::invalid_argument, "stage " + s.name,
+                        "configuration has a space, control or non-ASCII byte at offset " +
+                            std::to_string(i) + " (key=val,... of printable ASCII)");
+    }
     return s;
 }
 
