@@ -242,7 +242,11 @@ Result<void> detach_tc_root(const RootTarget& t) {
     } else if (t.ifindex > 0 && get_pin(pin(t, kTcRootPin))) {
         LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = t.ifindex, .attach_point = BPF_TC_EGRESS);
         LIBBPF_OPTS(bpf_tc_opts, to, .handle = kClsactHandle, .priority = kClsactPriority);
-        int err = bpf_tc_detach(&hook, &to);
+        int err;
+        {
+            LibbpfCapture quiet; // a qdisc already gone is fine
+            err = bpf_tc_detach(&hook, &to);
+        }
         if (err && err != -ENOENT && err != -EINVAL)
             return fail_sys(component_of(t), "remove the egress clsact filter", -err);
         // The qdisc too, if we made it and nobody else has put a filter on it since.
@@ -289,6 +293,7 @@ HookStatus tc_root_status(const RootTarget& t) {
     if (t.ifindex <= 0) return s;
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = t.ifindex, .attach_point = BPF_TC_EGRESS);
     LIBBPF_OPTS(bpf_tc_opts, to, .handle = kClsactHandle, .priority = kClsactPriority);
+    LibbpfCapture quiet; // "no qdisc" is an answer here, not something to print
     if (bpf_tc_query(&hook, &to) == 0 && to.prog_id == s.prog_id) {
         s.attached = true;
         s.mode = "clsact";

@@ -335,6 +335,7 @@ uint32_t tc_egress_progs(int ifindex) {
         cnt = 0;
     LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
     LIBBPF_OPTS(bpf_tc_opts, to, .handle = load::kClsactHandle, .priority = load::kClsactPriority);
+    load::LibbpfCapture quiet; // no clsact qdisc is an answer (0), not a message
     if (bpf_tc_query(&hook, &to) == 0) ++cnt;
     return cnt;
 }
