@@ -97,8 +97,11 @@ $(BUILD)/obj/%.o: %.cpp | $(SKELS)
 	@mkdir -p $(@D)
 	$(CXX) $(CPPFLAGS) $(CXXFLAGS) -c $< -o $@
 
+# Rebuilt from scratch: `ar r` keeps members whose sources are gone (a renamed or split file),
+# and their stale symbols would win at link time.
 $(LIB): $(LIB_OBJS)
 	@mkdir -p $(@D)
+	@rm -f $@
 	$(AR) rcs $@ $^
 
 $(BUILD)/bertha-load: $(CLI_SRCS:%.cpp=$(BUILD)/obj/%.o) $(LIB)

@@ -2,6 +2,7 @@
 // statistics and a small JSON writer. Nothing here allocates on a measured path.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -18,19 +19,24 @@
 #include <sched.h>
 #include <string>
 #include <string_view>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <vector>
 
 namespace bench {
 
+// "bench: <what><hint>" on stderr, then exit with `code`.
+[[noreturn]] inline void vexit(int code, const char* hint, const char* fmt, va_list ap) {
+    std::fputs("bench: ", stderr);
+    std::vfprintf(stderr, fmt, ap);
+    std::fputs(hint, stderr);
+    std::exit(code);
+}
+
 [[noreturn]] inline void die(const char* fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    std::fputs("bench: ", stderr);
-    std::vfprintf(stderr, fmt, ap);
-    std::fputc('\n', stderr);
-    va_end(ap);
-    std::exit(1);
+    vexit(1, "\n", fmt, ap);
 }
 
 // Pin the calling thread to one CPU. Returns false (and the thread floats) when the CPU is not
@@ -127,6 +133,82 @@ inline std::string exe_dir() {
     std::string p(buf, size_t(n));
     auto slash = p.rfind('/');
     return slash == std::string::npos ? "." : p.substr(0, slash);
+}
+
+// ---- command line ----------------------------------------------------------------------------
+// Every benchmark takes --reps N, --no-pin, --out FILE.json|DIR, --no-json, --quick and --help
+// (-h), parsed with CLI11. Options act in command-line order, as a hand loop would: a repeated
+// option keeps its last value, the later of --out/--no-json wins, and --quick sets its smoke-run
+// values only for the options not given after it (`quick_sets`).
+
+// A command-line mistake found after parsing: "bench: ... (see --help)" on stderr, exit code 2.
+[[noreturn]] inline void usage_error(const char* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vexit(2, " (see --help)\n", fmt, ap);
+}
+
+struct Common {
+    int reps = 1;    // the bench sets its default before add_common
+    bool pin = true; // false: --no-pin
+    std::string out; // JSON path, "" = none; made final by resolve_out
+    bool out_set = false;
+    bool quick = false;
+};
+
+// Options are added after this: a repeated option keeps its last value (CLI11 would refuse it).
+inline void add_common(CLI::App& app, Common& c) {
+    app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    app.add_option("--reps", c.reps, "repetitions")->capture_default_str();
+    app.add_flag("--no-pin")->description("do not pin threads to CPUs");
+    app.add_option("--out")
+        ->description("write the JSON results to FILE.json, or into DIR (default: next to the "
+                      "executable)")
+        ->type_name("FILE.json|DIR");
+    app.add_flag("--no-json")->description("write no JSON results");
+    app.add_flag("--quick", c.quick, "a smoke run: short, and numbers are not meaningful");
+}
+
+// The option among `names` given last on the command line, or "" if none was.
+inline std::string last_given(const CLI::App& app, std::initializer_list<std::string> names) {
+    const auto& order = app.parse_order();
+    for (auto it = order.rbegin(); it != order.rend(); ++it)
+        for (const std::string& n : names)
+            if ((*it)->check_name(n)) return n;
+    return "";
+}
+
+// --quick was given and `name` was not given after it: the smoke-run value applies.
+inline bool quick_sets(const CLI::App& app, const std::string& name) {
+    return last_given(app, {"--quick", name}) == "--quick";
+}
+
+// Parses argv into the options of `app` and `c`: --help prints the usage and exits 0, a mistake
+// (unknown option, malformed number) prints what is wrong and exits 2. Then applies --no-pin and
+// the later of --out/--no-json, and, with --quick, c.reps = 1 unless --reps came after it.
+inline void parse(CLI::App& app, Common& c, int argc, char** argv) {
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        int rc = app.exit(e); // help on stdout; or the message and the --help hint on stderr
+        std::exit(rc == 0 ? 0 : 2);
+    }
+    c.pin = app.count("--no-pin") == 0;
+    std::string o = last_given(app, {"--out", "--no-json"});
+    c.out_set = !o.empty();
+    c.out = o == "--out" ? app["--out"]->as<std::string>() : "";
+    if (quick_sets(app, "--reps")) c.reps = 1;
+}
+
+// The JSON path: `name`.json, or `name`.quick.json for --quick so that a smoke run never
+// overwrites a real result, next to the executable unless --out named a file or a directory
+// (the file goes into it). --no-json leaves it empty.
+inline void resolve_out(Common& c, const std::string& name) {
+    const std::string file = name + (c.quick ? ".quick.json" : ".json");
+    if (!c.out_set) c.out = exe_dir() + "/" + file;
+    struct stat st {};
+    if (!c.out.empty() && ::stat(c.out.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
+        c.out += "/" + file;
 }
 
 } // namespace bench

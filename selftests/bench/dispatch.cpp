@@ -30,7 +30,6 @@
 #include <linux/bpf.h>
 #include <memory>
 #include <string>
-#include <sys/stat.h>
 #include <sys/utsname.h>
 #include <vector>
 
@@ -44,64 +43,28 @@ std::unique_ptr<bertha::test::LoaderFixture> g_fixture;
 const char* kBaseline = "bare";
 const char* kBaselineText = "bare XDP_PASS program (bertha_xdp_pass)";
 
-struct Config {
-    int reps = 11;
+struct Config : bench::Common { // reps, pin, quick, out
+    Config() { reps = 11; }
     int warmup_reps = 1;
     uint32_t repeat = 1000000;
-    bool pin = true;
-    bool quick = false;
-    std::string out; // JSON path; "" = none
 };
-
-void usage(FILE* to, const char* argv0) {
-    std::fprintf(to,
-                 "usage: %s [--reps N] [--repeat N] [--no-pin] [--out FILE.json|DIR | --no-json]"
-                 " [--quick]\n"
-                 "ns per 64-byte UDP packet through BPF_PROG_TEST_RUN; baseline: %s.\n"
-                 "Variants: bare, no_flow (dispatcher, packet to a port without a flow), stages1,\n"
-                 "stages3, stages5 (dispatcher + N count stages). Defaults: 11 reps of 1000000\n"
-                 "runs per variant after one warm-up rep. Needs root (BPF, a network namespace).\n"
-                 "--quick: 1 rep of 10000 runs (a smoke run; numbers are not meaningful).\n",
-                 argv0, kBaselineText);
-}
 
 Config parse(int argc, char** argv) {
     Config c;
-    bool out_set = false;
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto val = [&]() -> std::string {
-            if (i + 1 >= argc) die("%s needs a value (see --help)", a.c_str());
-            return argv[++i];
-        };
-        if (a == "--reps")
-            c.reps = std::stoi(val());
-        else if (a == "--repeat")
-            c.repeat = uint32_t(std::stoul(val()));
-        else if (a == "--no-pin")
-            c.pin = false;
-        else if (a == "--out")
-            c.out = val(), out_set = true;
-        else if (a == "--no-json")
-            c.out.clear(), out_set = true;
-        else if (a == "--quick") {
-            c.quick = true;
-            c.reps = 1;
-            c.repeat = 10000;
-        } else if (a == "--help" || a == "-h") {
-            usage(stdout, argv[0]);
-            std::exit(0);
-        } else {
-            usage(stderr, argv[0]);
-            die("unknown argument '%s'", a.c_str());
-        }
-    }
-    const char* file = c.quick ? "dispatch.quick.json" : "dispatch.json"; // a smoke run must not
-    if (!out_set) c.out = bench::exe_dir() + "/" + file;                  // overwrite a real one
-    struct stat st {};
-    if (!c.out.empty() && ::stat(c.out.c_str(), &st) == 0 && S_ISDIR(st.st_mode))
-        c.out += std::string("/") + file;
-    if (c.reps < 1 || c.repeat < 1) die("--reps and --repeat must be >= 1");
+    CLI::App app(std::string("ns per 64-byte UDP packet through BPF_PROG_TEST_RUN; baseline: ") +
+                     kBaselineText +
+                     ".\nVariants: bare, no_flow (dispatcher, packet to a port without a flow), "
+                     "stages1,\nstages3, stages5 (dispatcher + N count stages). Defaults: 11 reps "
+                     "of 1000000\nruns per variant after one warm-up rep. Needs root (BPF, a "
+                     "network namespace).",
+                 "dispatch");
+    app.footer("--quick: 1 rep of 10000 runs (a smoke run; numbers are not meaningful).");
+    bench::add_common(app, c);
+    app.add_option("--repeat", c.repeat, "runs per variant and rep")->capture_default_str();
+    bench::parse(app, c, argc, argv);
+    if (bench::quick_sets(app, "--repeat")) c.repeat = 10000;
+    bench::resolve_out(c, "dispatch");
+    if (c.reps < 1 || c.repeat < 1) bench::usage_error("--reps and --repeat must be >= 1");
     return c;
 }
 
@@ -389,12 +352,7 @@ void fixture_perf(const Config& cfg, bertha::test::LoaderFixture& fx, int root_f
 }
 
 int main(int argc, char** argv) {
-    Config cfg;
-    try {
-        cfg = parse(argc, argv);
-    } catch (const std::exception& e) { // std::stoi and friends on a malformed number
-        die("bad command line (%s); see --help", e.what());
-    }
+    Config cfg = parse(argc, argv);
     int cpu = -1;
     if (cfg.pin) {
         auto allowed = bench::allowed_cpus();

@@ -554,9 +554,9 @@ class Server {
 
 // ---- configuration -----------------------------------------------------------------------------
 
-struct Config {
+struct Config : bench::Common { // reps, pin (folded into cpu), quick, out
+    Config() { reps = 7; }
     std::string role; // "", "server", "client", "check"
-    int reps = 7;
     int trials = 150; // per variant and repetition
     int warmup = 30;  // per variant, before the first repetition
     int pings = 20;   // established-connection echoes per repetition (the RTT yardstick)
@@ -564,106 +564,65 @@ struct Config {
     size_t clients = 1000;
     size_t threads = 0; // 0: one per client
     int cpu = -2;       // -2: automatic; -1: no pinning
-    bool quick = false;
     bool stop_server = false;
     std::string label;
-    std::string out;
-    bool out_set = false;
     std::string bind = "127.0.0.1:0";
     std::string server;
     double seconds = 300; // the server's own bound
 };
 
-void usage(FILE* to, const char* argv0) {
-    std::fprintf(
-        to,
-        "usage: %s [--quick] [options]          server (child process) and client over loopback\n"
-        "       %s server --bind ADDR:PORT [--seconds S] [--out FILE]\n"
-        "       %s client --server ADDR:PORT [--label TEXT] [--stop-server] [options]\n"
-        "       %s check  --server ADDR:PORT [--clients N]  functional checks; exit 1 on "
-        "failure\n"
-        "The server listens on PORT (negotiated), PORT+1 (pre-arranged), PORT+2 (burst) and\n"
-        "PORT+3 (control: plain UDP text 'stats', 'mode spin|block', 'stop').\n"
-        "options: [--reps N] [--trials N] [--warmup N] [--pings N] [--size BYTES]\n"
-        "         [--clients N] [--burst-threads N (0: one per client)] [--cpu N | --no-pin]\n"
-        "         [--out FILE.json | --no-json]\n"
-        "--quick: a smoke run (1 rep of 20 trials, 100 burst clients); numbers mean nothing.\n"
-        "Baseline: the same stack pre-arranged at both ends (no negotiation).\n",
-        argv0, argv0, argv0, argv0);
-}
-
 Config parse(int argc, char** argv) {
     Config c;
-    int i = 1;
-    if (argc > 1 && argv[1][0] != '-') c.role = argv[i++];
-    if (!c.role.empty() && c.role != "server" && c.role != "client" && c.role != "check")
-        die("unknown role '%s' (server, client, check; or none)", c.role.c_str());
-    if (c.role == "check") c.clients = 200;
-    for (; i < argc; ++i) {
-        std::string a = argv[i];
-        auto val = [&]() -> std::string {
-            if (i + 1 >= argc) die("%s needs a value (see --help)", a.c_str());
-            return argv[++i];
-        };
-        if (a == "--reps")
-            c.reps = std::stoi(val());
-        else if (a == "--trials")
-            c.trials = std::stoi(val());
-        else if (a == "--warmup")
-            c.warmup = std::stoi(val());
-        else if (a == "--pings")
-            c.pings = std::stoi(val());
-        else if (a == "--size")
-            c.size = std::stoul(val());
-        else if (a == "--clients")
-            c.clients = std::stoul(val());
-        else if (a == "--burst-threads")
-            c.threads = std::stoul(val());
-        else if (a == "--cpu")
-            c.cpu = std::stoi(val());
-        else if (a == "--no-pin")
-            c.cpu = -1;
-        else if (a == "--label")
-            c.label = val();
-        else if (a == "--stop-server")
-            c.stop_server = true;
-        else if (a == "--bind")
-            c.bind = val();
-        else if (a == "--server")
-            c.server = val();
-        else if (a == "--seconds")
-            c.seconds = std::stod(val());
-        else if (a == "--out")
-            c.out = val(), c.out_set = true;
-        else if (a == "--no-json")
-            c.out.clear(), c.out_set = true;
-        else if (a == "--quick") {
-            c.quick = true;
-            c.reps = 1;
-            c.trials = 20;
-            c.warmup = 5;
-            c.pings = 10;
-            c.clients = std::min<size_t>(c.clients, 100);
-        } else if (a == "--help" || a == "-h") {
-            usage(stdout, argv[0]);
-            std::exit(0);
-        } else {
-            usage(stderr, argv[0]);
-            die("unknown argument '%s'", a.c_str());
-        }
-    }
+    CLI::App app("negotiate [server|client|check] [OPTIONS]: the role, if any, comes first.\n"
+                 "With no role: server (child process) and client over loopback.\n"
+                 "server --bind ADDR:PORT [--seconds S] [--out FILE]\n"
+                 "client --server ADDR:PORT [--label TEXT] [--stop-server] [options]\n"
+                 "check  --server ADDR:PORT [--clients N]  functional checks; exit 1 on failure\n"
+                 "The server listens on PORT (negotiated), PORT+1 (pre-arranged), PORT+2 (burst) "
+                 "and\nPORT+3 (control: plain UDP text 'stats', 'mode spin|block', 'stop').",
+                 "negotiate");
+    app.footer("--quick: a smoke run (1 rep of 20 trials, 100 burst clients); numbers mean "
+               "nothing.\nBaseline: the same stack pre-arranged at both ends (no negotiation).");
+    bench::add_common(app, c);
+    app.add_option("role", c.role, "server, client or check; none: both over loopback")
+        ->check(CLI::IsMember({"server", "client", "check"}));
+    app.add_option("--trials", c.trials, "per variant and repetition")->capture_default_str();
+    app.add_option("--warmup", c.warmup, "per variant, before the first repetition")
+        ->capture_default_str();
+    app.add_option("--pings", c.pings, "established-connection echoes per repetition")
+        ->capture_default_str();
+    app.add_option("--size", c.size, "message size, bytes")->capture_default_str();
+    app.add_option("--clients", c.clients, "burst clients (check: 200)")->capture_default_str();
+    app.add_option("--burst-threads", c.threads, "0: one per client")->capture_default_str();
+    app.add_option("--cpu", c.cpu, "the client's CPU (default: automatic)");
+    app.add_option("--label", c.label, "what the run is, in the results");
+    app.add_flag("--stop-server", c.stop_server, "client: stop the server at the end");
+    app.add_option("--bind", c.bind, "server: ADDR:PORT to listen on")->capture_default_str();
+    app.add_option("--server", c.server, "client, check: the server's ADDR:PORT");
+    app.add_option("--seconds", c.seconds, "server: how long it may run")->capture_default_str();
+    bench::parse(app, c, argc, argv);
+    if (!c.role.empty() && c.role != argv[1])
+        bench::usage_error("the role (%s) must come first", c.role.c_str());
+    if (bench::last_given(app, {"--cpu", "--no-pin"}) == "--no-pin") c.cpu = -1;
+    if (c.role == "check" && app.count("--clients") == 0) c.clients = 200;
+    if (bench::quick_sets(app, "--trials")) c.trials = 20;
+    if (bench::quick_sets(app, "--warmup")) c.warmup = 5;
+    if (bench::quick_sets(app, "--pings")) c.pings = 10;
+    if (bench::quick_sets(app, "--clients")) c.clients = std::min<size_t>(c.clients, 100);
     if (c.reps < 1 || c.trials < 1 || c.warmup < 0 || c.pings < 1)
-        die("--reps, --trials and --pings must be >= 1, --warmup >= 0");
-    if (c.size < 9 || c.size > 1400) die("--size must be 9..1400 bytes (a stamp; one slot)");
-    if (c.clients < 1 || c.clients > 20000) die("--clients must be 1..20000");
-    if (c.seconds <= 0) die("--seconds must be > 0");
-    if (c.role == "client" && c.server.empty()) die("client needs --server ADDR:PORT");
+        bench::usage_error("--reps, --trials and --pings must be >= 1, --warmup >= 0");
+    if (c.size < 9 || c.size > 1400)
+        bench::usage_error("--size must be 9..1400 bytes (a stamp; one slot)");
+    if (c.clients < 1 || c.clients > 20000) bench::usage_error("--clients must be 1..20000");
+    if (c.seconds <= 0) bench::usage_error("--seconds must be > 0");
+    if (c.role == "client" && c.server.empty())
+        bench::usage_error("client needs --server ADDR:PORT");
     if (c.role == "server" && c.bind == "127.0.0.1:0")
-        die("server needs --bind ADDR:PORT with a fixed port (the client finds PORT+1..3)");
+        bench::usage_error(
+            "server needs --bind ADDR:PORT with a fixed port (the client finds PORT+1..3)");
     // A smoke run must not overwrite the results of a real one; the veth script names its own.
-    if (!c.out_set && c.role != "check" && c.role != "server")
-        c.out = bench::exe_dir() + (c.role == "client" ? "/negotiate" : "/negotiate.loopback") +
-                (c.quick ? ".quick.json" : ".json");
+    if (c.role != "check" && c.role != "server")
+        bench::resolve_out(c, c.role == "client" ? "negotiate" : "negotiate.loopback");
     if (c.label.empty())
         c.label = c.role.empty() ? "loopback 127.0.0.1, server and client in two processes"
                                  : "client role";
@@ -1518,12 +1477,7 @@ int run_local(const Config& cfg, bool check) {
 } // namespace
 
 int main(int argc, char** argv) {
-    Config cfg;
-    try {
-        cfg = parse(argc, argv);
-    } catch (const std::exception& e) { // std::stoi and friends on a malformed number
-        die("bad command line (%s); see --help", e.what());
-    }
+    Config cfg = parse(argc, argv);
     if (cfg.role == "server") return run_server(cfg);
     if (cfg.role.empty()) return run_local(cfg, false);
     if (cfg.server.empty()) return run_local(cfg, true); // check with no --server: in-process

@@ -212,8 +212,8 @@ template <class Ch, size_t K> struct StackClient {
 
 // ---- configuration ---------------------------------------------------------------------------
 
-struct Config {
-    int reps = 7;
+struct Config : bench::Common { // reps, pin, quick, out
+    Config() { reps = 7; }
     double seconds = 0.6; // measured interval per trial (a default run takes ~2.3 minutes)
     double warmup = 0.1;  // before it, per trial: rings, caches and the window settle
     std::vector<uint32_t> sizes{64, 128, 512, 1400};
@@ -223,27 +223,10 @@ struct Config {
     size_t batch = 32;
     std::chrono::microseconds loss_timeout = 20ms; // a recv this quiet means messages were lost
     std::chrono::microseconds server_poll = 10ms;  // how often the server looks at `stop`
-    bool pin = true;
-    bool quick = false;
-    std::string out; // JSON path; "" = none
 };
 
 const char* kBaseline = "inline";
 const char* kBaselineText = "inline io_uring loop";
-
-void usage(FILE* to, const char* argv0) {
-    std::fprintf(
-        to,
-        "usage: %s [--reps N] [--seconds S] [--warmup S] [--sizes 64,128,...]\n"
-        "          [--variants inline,stack0,stack1,stack3,stack5,pass5,mmsg]\n"
-        "          [--window N] [--batch N]\n"
-        "          [--no-pin] [--out FILE.json | --no-json] [--quick]\n"
-        "UDP echo throughput over loopback, both ends running the variant; baseline: %s.\n"
-        "stackN: N noop chunnels (each reads every byte) over udp; pass5: 5 chunnels that only\n"
-        "hand batches on; mmsg: a recvmmsg/sendmmsg loop without io_uring.\n"
-        "--quick: 1 rep of short trials (a smoke run; numbers are not meaningful).\n",
-        argv0, kBaselineText);
-}
 
 template <class T> std::vector<T> split(const std::string& s, T (*conv)(const std::string&)) {
     std::vector<T> out;
@@ -259,56 +242,44 @@ template <class T> std::vector<T> split(const std::string& s, T (*conv)(const st
 
 Config parse(int argc, char** argv) {
     Config c;
-    bool out_set = false;
-    std::string dir = bench::exe_dir();
-    for (int i = 1; i < argc; ++i) {
-        std::string a = argv[i];
-        auto val = [&]() -> std::string {
-            if (i + 1 >= argc) die("%s needs a value (see --help)", a.c_str());
-            return argv[++i];
-        };
-        if (a == "--reps")
-            c.reps = std::stoi(val());
-        else if (a == "--seconds")
-            c.seconds = std::stod(val());
-        else if (a == "--warmup")
-            c.warmup = std::stod(val());
-        else if (a == "--sizes")
-            c.sizes = split<uint32_t>(val(),
-                                      [](const std::string& s) { return uint32_t(std::stoul(s)); });
-        else if (a == "--variants")
-            c.variants = split<std::string>(val(), [](const std::string& s) { return s; });
-        else if (a == "--window")
-            c.window = std::stoul(val());
-        else if (a == "--batch")
-            c.batch = std::stoul(val());
-        else if (a == "--no-pin")
-            c.pin = false;
-        else if (a == "--out")
-            c.out = val(), out_set = true;
-        else if (a == "--no-json")
-            c.out.clear(), out_set = true;
-        else if (a == "--quick") {
-            c.quick = true;
-            c.reps = 1;
-            c.seconds = 0.05;
-            c.warmup = 0.02;
-        } else if (a == "--help" || a == "-h") {
-            usage(stdout, argv[0]);
-            std::exit(0);
-        } else {
-            usage(stderr, argv[0]);
-            die("unknown argument '%s'", a.c_str());
-        }
+    CLI::App app(std::string("UDP echo throughput over loopback, both ends running the variant; "
+                             "baseline: ") +
+                     kBaselineText +
+                     ".\nstackN: N noop chunnels (each reads every byte) over udp; pass5: 5 "
+                     "chunnels that only\nhand batches on; mmsg: a recvmmsg/sendmmsg loop without "
+                     "io_uring.",
+                 "stack_overhead");
+    app.footer("--quick: 1 rep of short trials (a smoke run; numbers are not meaningful).");
+    bench::add_common(app, c);
+    std::string sizes = "64,128,512,1400",
+                variants = "inline,stack0,stack1,stack3,stack5,pass5,mmsg";
+    app.add_option("--seconds", c.seconds, "measured interval per trial")->capture_default_str();
+    app.add_option("--warmup", c.warmup, "warm-up per trial, seconds")->capture_default_str();
+    app.add_option("--sizes", sizes, "message sizes, bytes")->type_name("64,128,...");
+    app.add_option("--variants", variants, "the variants to run (the baseline always runs)")
+        ->type_name(variants);
+    app.add_option("--window", c.window, "messages in flight")->capture_default_str();
+    app.add_option("--batch", c.batch, "messages per send")->capture_default_str();
+    bench::parse(app, c, argc, argv);
+    if (bench::quick_sets(app, "--seconds")) c.seconds = 0.05;
+    if (bench::quick_sets(app, "--warmup")) c.warmup = 0.02;
+    try {
+        c.sizes =
+            split<uint32_t>(sizes, [](const std::string& s) { return uint32_t(std::stoul(s)); });
+    } catch (const std::exception&) {
+        bench::usage_error("--sizes: '%s' is not a list of numbers", sizes.c_str());
     }
-    // A smoke run must not overwrite the results of a real one.
-    if (!out_set) c.out = dir + (c.quick ? "/stack_overhead.quick.json" : "/stack_overhead.json");
-    if (c.reps < 1 || c.seconds <= 0 || c.warmup < 0) die("--reps >= 1 and --seconds > 0, please");
-    if (c.batch < 1 || c.batch > kMaxBatch) die("--batch must be 1..%zu", kMaxBatch);
+    c.variants = split<std::string>(variants, [](const std::string& s) { return s; });
+    bench::resolve_out(c, "stack_overhead"); // a smoke run must not overwrite a real one
+    if (c.reps < 1 || c.seconds <= 0 || c.warmup < 0)
+        bench::usage_error("--reps >= 1 and --seconds > 0, please");
+    if (c.batch < 1 || c.batch > kMaxBatch) bench::usage_error("--batch must be 1..%zu", kMaxBatch);
     if (c.window < c.batch || c.window > 256)
-        die("--window must be in [batch, 256]: the engines have 512 receive slots per side");
+        bench::usage_error(
+            "--window must be in [batch, 256]: the engines have 512 receive slots per side");
     for (uint32_t s : c.sizes)
-        if (s < 8 || s > 1400) die("sizes must be 8..1400 bytes (a stamp; one MTU-sized slot)");
+        if (s < 8 || s > 1400)
+            bench::usage_error("sizes must be 8..1400 bytes (a stamp; one MTU-sized slot)");
     return c;
 }
 
@@ -659,19 +630,14 @@ void write_tsv(const Config& cfg, const std::vector<Variant>& vars,
 } // namespace
 
 int main(int argc, char** argv) {
-    Config cfg;
-    try {
-        cfg = parse(argc, argv);
-    } catch (const std::exception& e) { // std::stoi and friends on a malformed number
-        die("bad command line (%s); see --help", e.what());
-    }
+    Config cfg = parse(argc, argv);
 
     std::vector<Variant> vars;
     for (const std::string& name : cfg.variants) {
         bool found = false;
         for (Variant& v : all_variants())
             if (name == v.name) vars.push_back(std::move(v)), found = true;
-        if (!found) die("unknown variant '%s' (see --help)", name.c_str());
+        if (!found) bench::usage_error("unknown variant '%s'", name.c_str());
     }
     if (vars.empty() || std::string(vars.front().name) != kBaseline) {
         std::erase_if(vars, [](const Variant& v) { return std::string(v.name) == kBaseline; });
