@@ -25,6 +25,8 @@ BPFFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 DEB_PKGS := g++ make clang llvm libbpf-dev bpftool libxdp-dev liburing-dev libcli11-dev \
             doctest-dev libelf-dev zlib1g-dev iproute2 pkg-config gnuplot-nox python3 \
             libclang-rt-14-dev
+# What `make vmtest` needs on top (not installed for `make test`).
+VMTEST_PKGS := qemu-system-x86 busybox-static
 
 # ---- sources --------------------------------------------------------------------------------
 # libbertha.a holds the core and libbertha-load (loader/*.cpp): connections attach their offloads
@@ -56,7 +58,7 @@ ALL_CXX_OBJS = $(LIB_OBJS) $(CLI_SRCS:%.cpp=$(BUILD)/obj/%.o) $(UNIT_SRCS:%.cpp=
                $(foreach e,$(EXAMPLES),$(patsubst %.cpp,$(BUILD)/obj/%.o,$(wildcard examples/$(notdir $(e))/*.cpp))) \
                $(BENCH_SRCS:%.cpp=$(BUILD)/obj/%.o) $(CORPUS_SRCS:%.cpp=$(BUILD)/obj/%.o)
 
-.PHONY: all deps test bench demo clean format
+.PHONY: all deps test vmtest bench demo clean format
 .DEFAULT_GOAL := all
 
 all: $(LIB) $(SKELS) $(CLI_BIN) $(UNIT_BIN) $(BPFT_BIN) $(EXAMPLES) $(BENCHES) $(FUZZERS) $(CORPUS_GENS)
@@ -170,6 +172,14 @@ $(BUILD)/fuzz/%_corpus: $(BUILD)/obj/selftests/fuzz/%_corpus.o $(LIB)
 test: deps
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) CXX="$(CXX)" CPPFLAGS="$(INCLUDES)" CXXFLAGS="$(CXXFLAGS)" selftests/run
+
+# The BPF and kernel-facing selftests on other kernels (Debian's 6.1 and 6.12), in qemu (TCG):
+# vmtest/README.md. Downloads the kernels once into build/vmtest/. The '+' streams its output
+# (--output-sync would hold minutes of it back until the end); it also runs under make -n.
+vmtest: deps
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(VMTEST_PKGS)"
+	@$(MAKE) --no-print-directory all
+	+@BUILD=$(BUILD) vmtest/run
 
 demo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/examples/echo
