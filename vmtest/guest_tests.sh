@@ -142,12 +142,6 @@ partial_na() {
         kernel_at_least 6 3 ||
             echo "the unprivileged-server part needs xdp-features (netdev netlink family, Linux 6.3+), which $(uname -r) lacks: without them discovery cannot tell native XDP without privilege and the server falls back to count/userspace|^FAIL +(unprivileged server \((close|crash)\) did not attach count/xdp through the agent|bertha-load stats failed: .*nothing of Bertha's here)|goes-on"
         ;;
-    net/loader_attach)
-        # Part 4 asserts the tc-egress root is a tcx link; before 6.6 the loader falls back to a
-        # clsact filter (as designed, and as status shows), and the script ends there.
-        kernel_at_least 6 6 ||
-            echo "asserts the tc-egress root is on tcx (Linux 6.6+), which $(uname -r) lacks (the loader used clsact); the script stops there, so its later checks (tc-egress counting, detach --all, clsact) did not run|^FAIL +status: tc-egress root on tcx, |stops"
-        ;;
     net/discovery)
         # Native XDP of a veth comes from xdp-features (the netdev netlink family, Linux 6.3+)
         # when the probe may not trial-attach (without privilege, or with a program already
