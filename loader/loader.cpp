@@ -416,7 +416,11 @@ struct Loader::Impl {
         auto lock = IfaceLock::take(iface_dir_name(key.ifname));
         if (!lock) return std::unexpected(lock.error());
         auto f = open_iface(key.ifname, false);
-        if (!f) return std::unexpected(f.error());
+        if (!f) {
+            if (!exists(root + "/" + iface_dir_name(key.ifname)))
+                lock_path_remove(iface_dir_name(key.ifname)); // nothing of ours: no lock file
+            return std::unexpected(f.error());
+        }
         const auto wkey = wire_key(key);
         auto recs = f->records();
         for (uint32_t c = 0; c < BERTHA_MAX_CHAINS; ++c) {
@@ -445,7 +449,10 @@ struct Loader::Impl {
             bare.ifname = std::string(ifname);
             bare.dir = root + "/" + dir_name;
             bare.ifindex = int(if_nametoindex(bare.ifname.c_str()));
-            if (!exists(bare.dir)) return std::unexpected(f.error());
+            if (!exists(bare.dir)) {
+                lock_path_remove(dir_name); // nothing of ours here: leave no lock file either
+                return std::unexpected(f.error());
+            }
             (void)detach_tc_root(bare.target());
             (void)detach_xdp_root(bare.target());
             remove_dir(bare.dir);
