@@ -211,4 +211,20 @@ inline void resolve_out(Common& c, const std::string& name) {
         c.out += "/" + file;
 }
 
+// A file next to the JSON result: "x.json" + ".tsv" -> "x.tsv", + "_fixtures.json" ->
+// "x_fixtures.json". Empty when there is no JSON result (--no-json).
+inline std::string sibling_path(const std::string& json_path, const std::string& suffix) {
+    if (json_path.empty()) return {};
+    std::string path = json_path;
+    if (path.size() > 5 && path.ends_with(".json")) path.resize(path.size() - 5);
+    return path + suffix;
+}
+
+// Open an output file for writing, or stop the bench saying which file and why.
+inline FILE* open_output(const std::string& path) {
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (!f) die("cannot write %s: %s", path.c_str(), std::strerror(errno));
+    return f;
+}
+
 } // namespace bench

@@ -210,8 +210,7 @@ void write_json(const Config& cfg, const std::vector<Cell>& cells, const std::ve
                 int cpu) {
     if (cfg.out.empty()) return;
     std::string tmp = cfg.out + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    if (!f) die("cannot write %s: %s", tmp.c_str(), std::strerror(errno));
+    FILE* f = bench::open_output(tmp);
     bench::Json j(f);
     utsname u{};
     uname(&u);
@@ -270,11 +269,8 @@ void write_json(const Config& cfg, const std::vector<Cell>& cells, const std::ve
 // paired ratio, and the goal line (2x the baseline's median).
 void write_tsv(const Config& cfg, const std::vector<Cell>& cells) {
     if (cfg.out.empty()) return;
-    std::string path = cfg.out;
-    if (path.size() > 5 && path.ends_with(".json")) path.resize(path.size() - 5);
-    path += ".tsv";
-    FILE* f = std::fopen(path.c_str(), "w");
-    if (!f) die("cannot write %s: %s", path.c_str(), std::strerror(errno));
+    const std::string path = bench::sibling_path(cfg.out, ".tsv");
+    FILE* f = bench::open_output(path);
     std::fprintf(f, "# variant\tns\tns_lo\tns_hi\tpaired\tgoal_ns\n"); // gnuplot skips it
     for (auto& c : cells)
         std::fprintf(f, "%s\t%.2f\t%.2f\t%.2f\t%.4f\t%.2f\n", c.v->name, c.ns.median, c.ns.min,
@@ -341,9 +337,7 @@ void fixture_perf(const Config& cfg, bertha::test::LoaderFixture& fx, int root_f
     }
     json += "\n]\n";
     if (cfg.out.empty()) return;
-    std::string path = cfg.out;
-    if (path.ends_with(".json")) path.resize(path.size() - 5);
-    path += "_fixtures.json";
+    const std::string path = bench::sibling_path(cfg.out, "_fixtures.json");
     if (FILE* out = std::fopen(path.c_str(), "w")) {
         std::fputs(json.c_str(), out);
         std::fclose(out);

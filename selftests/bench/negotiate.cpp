@@ -1117,8 +1117,7 @@ void json_stats(bench::Json& j, const Stats& s) {
 void write_json(const Config& cfg, const Results& r) {
     if (cfg.out.empty()) return;
     std::string tmp = cfg.out + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    if (!f) die("cannot write %s: %s", tmp.c_str(), strerror(errno));
+    FILE* f = bench::open_output(tmp);
     bench::Json j(f);
     auto kv = [&](const char* k, double v, bool last = false) {
         j.key(k), j.num(v), j.raw(last ? "" : ", ");
@@ -1245,11 +1244,8 @@ void write_json(const Config& cfg, const Results& r) {
 // the paired ratio to its baseline with its min and max.
 void write_tsv(const Config& cfg, const Results& r) {
     if (cfg.out.empty()) return;
-    std::string path = cfg.out;
-    if (path.size() > 5 && path.ends_with(".json")) path.resize(path.size() - 5);
-    path += ".tsv";
-    FILE* f = std::fopen(path.c_str(), "w");
-    if (!f) die("cannot write %s: %s", path.c_str(), strerror(errno));
+    const std::string path = bench::sibling_path(cfg.out, ".tsv");
+    FILE* f = bench::open_output(path);
     std::fprintf(f, "variant\tp50_us\tp99_us\tratio\tratio_lo\tratio_hi\n");
     for (size_t v = 0; v < r.vars.size(); ++v) {
         const VariantSummary& s = r.sum[v];

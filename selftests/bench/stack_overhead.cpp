@@ -521,8 +521,7 @@ void write_json(const Config& cfg, const std::vector<Variant>& vars,
                 const std::vector<Trial>& trials, const std::vector<Cell>& cells, Cpus cpus) {
     if (cfg.out.empty()) return;
     std::string tmp = cfg.out + ".tmp";
-    FILE* f = std::fopen(tmp.c_str(), "w");
-    if (!f) die("cannot write %s: %s", tmp.c_str(), strerror(errno));
+    FILE* f = bench::open_output(tmp);
     bench::Json j(f);
     utsname u{};
     uname(&u);
@@ -605,11 +604,8 @@ void write_json(const Config& cfg, const std::vector<Variant>& vars,
 void write_tsv(const Config& cfg, const std::vector<Variant>& vars,
                const std::vector<Cell>& cells) {
     if (cfg.out.empty()) return;
-    std::string path = cfg.out;
-    if (path.size() > 5 && path.ends_with(".json")) path.resize(path.size() - 5);
-    path += ".tsv";
-    FILE* f = std::fopen(path.c_str(), "w");
-    if (!f) die("cannot write %s: %s", path.c_str(), strerror(errno));
+    const std::string path = bench::sibling_path(cfg.out, ".tsv");
+    FILE* f = bench::open_output(path);
     std::fprintf(f, "size");
     for (size_t i = 1; i < vars.size(); ++i)
         std::fprintf(f, "\t%s\t%s_lo\t%s_hi\t%s_cpu\t%s_cpu_lo\t%s_cpu_hi", vars[i].name,
