@@ -16,7 +16,7 @@ WARN     := -Wall -Wextra -Werror
 CXXFLAGS += -std=c++2b $(OPT) $(WARN)
 INCLUDES := -I. -Iuserspace -Ichunnels -Ibpf/include -Iselftests/lib -I$(BUILD)/skel
 CPPFLAGS += $(INCLUDES) -MMD -MP
-LDLIBS   := -luring -lbpf -lelf -lz -lpthread
+LDLIBS   := -luring -lxdp -lbpf -lelf -lz -lpthread
 BPFFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
             -Ibpf/include -I/usr/include/$(shell uname -m)-linux-gnu
 
@@ -29,9 +29,10 @@ DEB_PKGS := g++ make clang llvm libbpf-dev bpftool libxdp-dev liburing-dev libcl
 VMTEST_PKGS := qemu-system-x86 busybox-static
 
 # ---- sources --------------------------------------------------------------------------------
-# libbertha.a holds the core and libbertha-load (loader/*.cpp): connections attach their offloads
-# in-process through it. The command line, loader/cli/*.cpp, becomes $(BUILD)/bertha-load.
-LIB_SRCS   := $(wildcard userspace/bertha/*.cpp loader/*.cpp)
+# libbertha.a holds the core, the AF_XDP socket wrapper (userspace/xsk) and libbertha-load
+# (loader/*.cpp): connections attach their offloads in-process through it. The command line,
+# loader/cli/*.cpp, becomes $(BUILD)/bertha-load.
+LIB_SRCS   := $(wildcard userspace/bertha/*.cpp userspace/xsk/*.cpp loader/*.cpp)
 LIB_OBJS   := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o)
 LIB        := $(BUILD)/libbertha.a
 
@@ -141,7 +142,7 @@ $(BUILD)/bench/%: $(BUILD)/obj/selftests/bench/%.o $(LIB)
 FUZZ_CXX      ?= clang++
 FUZZ_OPT      ?= -O1 -g
 FUZZ_FLAGS    := -std=c++20 $(FUZZ_OPT) -fsanitize=fuzzer,address,undefined \
-                 -fno-sanitize-recover=all -DBERTHA_FUZZING $(WARN) -Iuserspace
+                 -fno-sanitize-recover=all -DBERTHA_FUZZING $(WARN) -Iuserspace -Ibpf/include
 FUZZ_LIB_SRCS := userspace/bertha/wire.cpp
 fuzz_objs      = $(patsubst %.cpp,$(BUILD)/fuzz/obj/%.o,\
                      selftests/fuzz/$(1).cpp $(or $($(1)_SRCS),$(FUZZ_LIB_SRCS)))

@@ -20,9 +20,10 @@ cd "$(dirname "$0")/.."
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 BUILD=${BUILD:-build}
 ONLY=${VMTEST_ONLY:-*}
-LOGS=/tmp/vmtest-logs # the guest's tmpfs: build/ is read-only here
+LOGS=/tmp/vmtest-logs # shared with the host by vmtest/run (build/vmtest/logs-KERNEL); build/ is read-only here
 mkdir -p "$LOGS"
 passed=0 failed=0 na=0
+XDP_FEATURES="not probed" # "yes", or "no: discovery's reason" (set by the veth probe below)
 
 ok() { printf 'ok    %s\n' "$1"; passed=$((passed + 1)); }
 bad() { printf 'FAIL  %-40s %s\n' "$1" "$2"; failed=$((failed + 1)); }
@@ -30,13 +31,6 @@ notapp() { printf 'n/a   %-40s %s\n' "$1" "$2"; na=$((na + 1)); }
 want() { case $1 in $ONLY) return 0 ;; esac; return 1; }
 # group PREFIX: VMTEST_ONLY may select something in PREFIX/ (e.g. '*', 'bpf/*', 'unit/probe*').
 group() { case $ONLY in '*' | "$1"/*) return 0 ;; esac; return 1; }
-kver() { uname -r | sed -E 's/^([0-9]+)\.([0-9]+).*/\1 \2/'; }
-# kernel_at_least MAJOR MINOR
-kernel_at_least() {
-    local ma mi
-    read -r ma mi <<<"$(kver)"
-    [ "$ma" -gt "$1" ] || { [ "$ma" -eq "$1" ] && [ "$mi" -ge "$2" ]; }
-}
 
 # ---- discovery first: what this kernel has and lacks ----------------------------------------
 echo "== discovery (bertha probe) on $(uname -r)"
@@ -49,6 +43,13 @@ if [ -x "$BUILD/bertha-load" ]; then
         echo "== discovery of a veth (bertha-load probe --iface vmtprobe0)"
         timeout 60 "$BUILD/bertha-load" probe --iface vmtprobe0 2>&1 | sed -n '/^interface/,/^needs/p' |
             grep -v '^needs' | sed 's/^/  /'
+        # The features the n/a rules below depend on, as discovery found them (not by version).
+        XDP_FEATURES=$(timeout 60 "$BUILD/bertha-load" probe --json --iface vmtprobe0 2>/dev/null |
+            python3 -c 'import json, re, sys
+i = json.load(sys.stdin)["interface"]
+why = i["xdp_native"]["reason"]
+m = re.search(r"xdp-features unavailable: ([^]]*)", why) # the trial attach says why not
+print("yes" if i["xdp_method"] == "xdp-features" else "no: " + (m.group(1) if m else why).replace("|", "/"))' 2>&1)
         ip link del vmtprobe0
     fi
 elif [ -x "$BUILD/examples/probe" ]; then
@@ -137,17 +138,17 @@ partial_na() {
     case $1 in
     net/offload_conn)
         # Its last part: an unprivileged server gets count/xdp through the agent. Without
-        # privilege, native XDP on the veth is known only from xdp-features (Linux 6.3+): before
-        # that, discovery says "not determined" and negotiation rightly picks count/userspace.
-        kernel_at_least 6 3 ||
-            echo "the unprivileged-server part needs xdp-features (netdev netlink family, Linux 6.3+), which $(uname -r) lacks: without them discovery cannot tell native XDP without privilege and the server falls back to count/userspace|^FAIL +(unprivileged server \((close|crash)\) did not attach count/xdp through the agent|bertha-load stats failed: .*nothing of Bertha's here)|goes-on"
+        # privilege, native XDP on the veth is known only from xdp-features (Linux 6.3+): without
+        # them discovery says "not determined" and negotiation rightly picks count/userspace.
+        [ "$XDP_FEATURES" = yes ] ||
+            echo "the unprivileged-server part needs xdp-features, which discovery did not find on $(uname -r) (${XDP_FEATURES#no: }): without them discovery cannot tell native XDP without privilege and the server falls back to count/userspace|^FAIL +(unprivileged server \((close|crash)\) did not attach count/xdp through the agent|bertha-load stats failed: .*nothing of Bertha's here)|goes-on"
         ;;
     net/discovery)
         # Native XDP of a veth comes from xdp-features (the netdev netlink family, Linux 6.3+)
         # when the probe may not trial-attach (without privilege, or with a program already
         # attached); the test checks those answers.
-        kernel_at_least 6 3 ||
-            echo "needs xdp-features (netdev netlink family, Linux 6.3+), which $(uname -r) lacks|^FAIL (veth towards the peer, xdp-features|existing generic program, xdp-features still answer|unprivileged):|goes-on"
+        [ "$XDP_FEATURES" = yes ] ||
+            echo "needs xdp-features, which discovery did not find on $(uname -r) (${XDP_FEATURES#no: })|^FAIL (veth towards the peer, xdp-features|existing generic program, xdp-features still answer|unprivileged):|goes-on"
         ;;
     esac
 }

@@ -19,6 +19,10 @@ mount -t sysfs sysfs $H/sys
 mount -t devtmpfs dev $H/dev
 mount -t tmpfs tmp $H/tmp
 mount -t tmpfs run $H/run
+# Per-test logs go to the host (build/vmtest/logs-NAME), writable over 9p.
+mkdir -p $H/tmp/vmtest-logs
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmlogs $H/tmp/vmtest-logs ||
+    echo "vmtest: no log share: test logs stay in the guest's /tmp/vmtest-logs"
 mount -t bpf bpf $H/sys/fs/bpf
 mount -t debugfs debugfs $H/sys/kernel/debug 2>/dev/null
 mount -t tracefs tracefs $H/sys/kernel/tracing 2>/dev/null

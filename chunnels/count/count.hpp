@@ -11,6 +11,7 @@
 #include "bertha/buffer.hpp"
 #include "bertha/chunnel.hpp"
 #include "bertha/log.hpp"
+#include "bertha/negotiation.h"
 #include "bertha/offload.hpp"
 #include "bertha/parse.h"
 #include "bertha/select.hpp"
@@ -36,9 +37,11 @@ struct Counts {
 // The counting rule, stated on a frame as it arrives at the interface: a frame counts when it is
 // one whole UDP datagram (Ethernet, up to two VLAN tags, IPv4 with options or IPv6 with up to
 // four extension headers; not a fragment, not truncated) to the flow's local port, and from the
-// flow's peer when the flow has one (any port of that peer when the peer's port is 0). These
-// are the datagrams the kernel hands to the connection's socket, one message each: the fallback
-// counts them as messages, the XDP stage as packets. (One disagreement by construction: a
+// flow's peer when the flow has one (any port of that peer when the peer's port is 0), and is
+// not a negotiation datagram (negotiation.h: the magic and at least a header's length). These
+// are the datagrams the kernel hands to the connection's socket and the negotiation layer hands
+// on, one message each: the fallback counts them as messages, the XDP stage as packets (and a
+// negotiation datagram as `miss`). (One disagreement by construction: a
 // datagram the sender's IP layer fragmented is one message to the fallback but never counted
 // by the XDP stage, which passes fragments on untouched. See README.md.)
 struct Rule {
@@ -54,6 +57,9 @@ struct Rule {
         const uint8_t* data = frame.data();
         if (bertha_parse_udp(data, data + frame.size(), &pkt) != BERTHA_PARSE_OK) return false;
         if (pkt.dport != port) return false;
+        // Negotiation is not data: the negotiation layer takes such datagrams out (wire.hpp).
+        if (bertha_is_negotiation(data + pkt.payload_off, pkt.payload_len, data + frame.size()))
+            return false;
         if (peer.empty()) return true;
         const uint8_t* ip = data + pkt.l3_off;
         if (pkt.ip_version == 4) {

@@ -20,6 +20,9 @@
 // decoding rejects anything else (so decode-then-encode gives back the same bytes).
 #pragma once
 
+#include "bertha/negotiation.h" // the magic and header size, shared with BPF stages
+
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -29,9 +32,9 @@
 
 namespace bertha::wire {
 
-inline constexpr uint32_t kMagic = 0xC49B1EB7;
+inline constexpr uint32_t kMagic = BERTHA_NEG_MAGIC;
 inline constexpr uint8_t kVersion = 1;
-inline constexpr size_t kHeaderSize = 24;
+inline constexpr size_t kHeaderSize = BERTHA_NEG_HEADER_SIZE;
 inline constexpr size_t kMaxDatagram = 1200; // fits any IPv6 path (1280) with room to spare
 inline constexpr size_t kMaxParts = 64;
 inline constexpr size_t kMaxBody = kMaxParts * (kMaxDatagram - kHeaderSize);
@@ -153,9 +156,10 @@ struct Error {
 };
 
 // The fast test the data path runs on every received datagram: does it start with the magic?
+// The same test as the BPF stages' (negotiation.h), so offloads and fallbacks agree on it.
 inline bool looks_like_negotiation(std::span<const std::byte> d) noexcept {
-    return d.size() >= kHeaderSize && uint8_t(d[0]) == 0xC4 && uint8_t(d[1]) == 0x9B &&
-           uint8_t(d[2]) == 0x1E && uint8_t(d[3]) == 0xB7;
+    auto* p = reinterpret_cast<const unsigned char*>(d.data());
+    return bertha_is_negotiation(p, unsigned(std::min(d.size(), size_t(UINT32_MAX))), p + d.size());
 }
 
 uint32_t crc32c(std::span<const uint8_t> data, uint32_t crc = 0) noexcept;
