@@ -71,6 +71,7 @@ constexpr const char* kMapNames[] = {"bertha_flows",   "bertha_xdp_chain", "bert
                                      "bertha_stats",   "bertha_scratch",   "bertha_chains",
                                      "bertha_ports"};
 constexpr std::string_view kComponent = "bertha-load";
+constexpr const char* kXsksMap = "bertha_xsks";
 
 bertha_flow_key wire_key(const FlowKey& k) {
     bertha_flow_key w{};
@@ -132,6 +133,7 @@ struct Iface {
     std::string ifname, dir_name, dir;
     int ifindex = 0;
     Fd maps[std::size(kMapNames)];
+    Fd xsks; // bertha_xsks, once an xsk stage made it (chunnels/xsk)
     SharedMaps shared;
 
     int flows() const { return maps[0].get(); }
@@ -249,8 +251,27 @@ struct Loader::Impl {
         }
         for (size_t i = 0; i < std::size(kMapNames); ++i)
             f.shared.fds.emplace_back(kMapNames[i], f.maps[i].get());
+        if (!fresh && exists(f.dir + "/" + kXsksMap)) {
+            f.xsks = Fd(bpf_obj_get((f.dir + "/" + kXsksMap).c_str()));
+            if (!f.xsks) return fail_sys(f.component(), std::string("open the pinned ") + kXsksMap, errno);
+            f.shared.fds.emplace_back(kXsksMap, f.xsks.get());
+        }
         if (fresh) log(LogLevel::debug, kComponent, "created " + f.dir);
         return f;
+    }
+
+    // The interface's XSKMAP, made and pinned with its first xsk stage. Not made with the other
+    // maps: an interface without AF_XDP sockets has no use for it.
+    Result<void> ensure_xsks(Iface& f) {
+        if (f.xsks) return {};
+        Fd m(bpf_map_create(BPF_MAP_TYPE_XSKMAP, kXsksMap, sizeof(uint32_t), sizeof(uint32_t),
+                            BERTHA_XSKS, nullptr));
+        if (!m) return fail_sys(f.component(), std::string("create ") + kXsksMap + " (an XSKMAP)", errno);
+        auto path = f.dir + "/" + kXsksMap;
+        if (bpf_obj_pin(m.get(), path.c_str()) != 0) return fail_sys(f.component(), "pin " + path, errno);
+        f.xsks = std::move(m);
+        f.shared.fds.emplace_back(kXsksMap, f.xsks.get());
+        return {};
     }
 
     // Detach the roots that no chain needs any more; with no chain left, everything goes.
@@ -288,8 +309,16 @@ struct Loader::Impl {
         if (stages.empty() || stages.size() > BERTHA_MAX_STAGES)
             return fail(Errc::invalid_argument, component,
                         "a chain has 1 to " + std::to_string(BERTHA_MAX_STAGES) + " stages");
-        for (auto& s : stages)
+        bool wants_xsks = false;
+        for (size_t i = 0; i < stages.size(); ++i) {
+            auto& s = stages[i];
             if (auto p = StageSpec::parse(s.text()); !p) return std::unexpected(p.error());
+            for (auto& info : known_stages())
+                if (info.name == s.name && info.ends_chain && i + 1 != stages.size())
+                    return fail(Errc::invalid_argument, component,
+                                "stage " + s.name + " redirects the packet: it must be the last");
+            wants_xsks |= s.name == "xsk";
+        }
         auto lock = IfaceLock::take(iface_dir_name(key.ifname));
         if (!lock) return std::unexpected(lock.error());
         auto f = open_iface(key.ifname, true);
@@ -328,6 +357,8 @@ struct Loader::Impl {
             return undo(Error{Errc::unavailable, f->component(),
                               "all " + std::to_string(BERTHA_MAX_CHAINS) + " chains are in use", 0});
         if (auto e = ensure_root(*f, key.hook); !e) return undo(e.error());
+        if (wants_xsks)
+            if (auto e = ensure_xsks(*f); !e) return undo(e.error());
 
         // Load every stage before touching the chain: a refusal changes nothing.
         std::vector<Fd> progs;
@@ -400,6 +431,11 @@ struct Loader::Impl {
             uint32_t slot = chain * BERTHA_MAX_STAGES + i;
             bpf_map_delete_elem(f.chain_array(Hook(rec.hook)), &slot);
         }
+        if (f.xsks) // sockets still open on this chain stop receiving from it
+            for (uint32_t q = 0; q < BERTHA_XSK_QUEUES; ++q) {
+                uint32_t idx = bertha_xsk_index(chain, q);
+                bpf_map_delete_elem(f.xsks.get(), &idx);
+            }
         bertha_chain_record empty{};
         if (bpf_map_update_elem(f.chains(), &chain, &empty, BPF_ANY) != 0)
             return fail_sys(f.component(), "clear chain record " + std::to_string(chain), errno);
@@ -436,6 +472,43 @@ struct Loader::Impl {
             return tidy(*f, false);
         }
         return fail(Errc::invalid_argument, "flow " + key.text(), "no such flow is attached");
+    }
+
+    // set_xsk (fd >= 0) and clear_xsk (fd < 0).
+    Result<void> xsk_entry(const FlowKey& key, uint32_t queue, int fd) {
+        const std::string component = "flow " + key.text();
+        if (queue >= BERTHA_XSK_QUEUES)
+            return fail(Errc::invalid_argument, component,
+                        "RX queue " + std::to_string(queue) + ": AF_XDP sockets sit on queues 0 to " +
+                            std::to_string(BERTHA_XSK_QUEUES - 1));
+        auto lock = IfaceLock::take(iface_dir_name(key.ifname));
+        if (!lock) return std::unexpected(lock.error());
+        auto f = open_iface(key.ifname, false);
+        if (!f) return std::unexpected(f.error());
+        const auto wkey = wire_key(key);
+        auto recs = f->records();
+        for (uint32_t c = 0; c < BERTHA_MAX_CHAINS; ++c) {
+            auto& r = recs[c];
+            if (!r.used || !same_key(r.key, wkey)) continue;
+            bool own_xsk = r.nstages > 0 && std::string_view(r.names[r.nstages - 1]) == "xsk" &&
+                           r.config[r.nstages - 1][0] == '\0';
+            if (!own_xsk || !f->xsks)
+                return fail(Errc::invalid_argument, component,
+                            "its chain does not end in an xsk stage of its own: no socket of it "
+                            "receives anything");
+            uint32_t idx = bertha_xsk_index(c, queue);
+            if (fd >= 0) {
+                uint32_t v = uint32_t(fd);
+                if (bpf_map_update_elem(f->xsks.get(), &idx, &v, BPF_ANY) != 0)
+                    return fail_sys(component, "put the AF_XDP socket of queue " + std::to_string(queue) +
+                                                   " in " + kXsksMap, errno);
+            } else if (bpf_map_delete_elem(f->xsks.get(), &idx) != 0 && errno != ENOENT) {
+                return fail_sys(component, "take the socket of queue " + std::to_string(queue) +
+                                               " out of " + kXsksMap, errno);
+            }
+            return {};
+        }
+        return fail(Errc::invalid_argument, component, "no such flow is attached");
     }
 
     Result<void> detach_all(std::string_view ifname) {
@@ -687,6 +760,18 @@ Result<void> Loader::detach(const FlowKey& key, bool all_refs) {
 Result<void> Loader::detach_all(std::string_view ifname) {
     std::lock_guard g(impl_->mu);
     return impl_->detach_all(ifname);
+}
+
+Result<void> Loader::set_xsk(const FlowKey& key, uint32_t queue, int xsk_fd) {
+    if (xsk_fd < 0)
+        return fail(Errc::invalid_argument, "flow " + key.text(), "set_xsk: no socket (fd < 0)");
+    std::lock_guard g(impl_->mu);
+    return impl_->xsk_entry(key, queue, xsk_fd);
+}
+
+Result<void> Loader::clear_xsk(const FlowKey& key, uint32_t queue) {
+    std::lock_guard g(impl_->mu);
+    return impl_->xsk_entry(key, queue, -1);
 }
 
 Result<std::vector<IfaceStatus>> Loader::status(std::string_view ifname) {

@@ -112,6 +112,7 @@ struct StageInfo {
     std::string_view name, summary;
     bool xdp = false, tc = false;
     std::vector<std::string_view> keys; // configuration keys it accepts
+    bool ends_chain = false; // it redirects: a chain has it last or not at all
 };
 std::vector<StageInfo> known_stages();
 
@@ -138,6 +139,13 @@ class Loader {
     Result<void> detach(const FlowKey& key, bool all_refs = false);
     // Everything of ours on the interface, whatever the references.
     Result<void> detach_all(std::string_view ifname);
+
+    // Put an AF_XDP socket where the `xsk` stage of the flow's chain redirects the packets that
+    // arrive on RX queue `queue` (bertha_xsks). The kernel takes the entry out when the socket
+    // closes; clear_xsk takes it out before. Both refuse a flow whose chain has no xsk stage
+    // redirecting into its own sockets.
+    Result<void> set_xsk(const FlowKey& key, uint32_t queue, int xsk_fd);
+    Result<void> clear_xsk(const FlowKey& key, uint32_t queue);
 
     // Interfaces with our pins (one, when ifname is given).
     Result<std::vector<IfaceStatus>> status(std::string_view ifname = {});

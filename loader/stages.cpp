@@ -1,10 +1,12 @@
 #include "loader/stages.hpp"
 
 #include "count.skel.h"
+#include "xsk.skel.h"
 
 #include <bpf/btf.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 
@@ -25,6 +27,27 @@ Result<Fd> load_count(Hook hook, const Config&, const SharedMaps& maps, std::str
     if (!skel) return fail_sys("stage count", "open the count skeleton", errno);
     auto* prog = hook == Hook::xdp ? skel->progs.count_xdp : skel->progs.count_tc;
     return load_program(skel->obj, prog, maps, ifname, place);
+}
+
+Result<void> set_rodata_u32(bpf_object* obj, const char* var, uint32_t value,
+                            const std::string& component);
+
+// xsk: `sockets=CHAIN` redirects into that chain's sockets instead of its own chain's.
+Result<Fd> load_xsk(Hook, const Config& config, const SharedMaps& maps, std::string_view ifname,
+                    StagePlace place) {
+    Owned<xsk, xsk__destroy> skel(xsk__open());
+    if (!skel) return fail_sys("stage xsk", "open the xsk skeleton", errno);
+    for (auto& [key, value] : config) { // parse_config admits only "sockets"
+        char* end = nullptr;
+        unsigned long chain = std::strtoul(value.c_str(), &end, 10);
+        if (value.empty() || *end || chain >= BERTHA_MAX_CHAINS)
+            return fail(Errc::invalid_argument, "stage xsk",
+                        "sockets=" + value + ": not a chain id (0 to " +
+                            std::to_string(BERTHA_MAX_CHAINS - 1) + ")");
+        if (auto r = set_rodata_u32(skel->obj, "xsk_chain", uint32_t(chain), "stage xsk"); !r)
+            return std::unexpected(r.error());
+    }
+    return load_program(skel->obj, skel->progs.xsk_xdp, maps, ifname, place);
 }
 
 // Write a __u32 `const volatile` global of the object's rodata, found by name through BTF.
@@ -62,9 +85,15 @@ Result<void> set_rodata_u32(bpf_object* obj, const char* var, uint32_t value,
 
 const std::vector<StageDef>& registry() {
     static const std::vector<StageDef> defs = {
-        {{"count", "counts every packet of the flow (pass) and hands it on untouched", true, true,
+        {{"count", "counts every data datagram of the flow (pass; negotiation: miss) and hands it "
+          "on untouched", true, true,
           {}},
          load_count},
+        {{"xsk",
+          "redirects the flow into its AF_XDP sockets (one per RX queue; miss: none there, to "
+          "the kernel)",
+          true, false, {"sockets"}, true},
+         load_xsk},
     };
     return defs;
 }

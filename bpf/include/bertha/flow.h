@@ -12,7 +12,9 @@
  *   bertha_tc_chain   prog array: TC egress stages, same slots
  *   bertha_stats      per-CPU array of counters: index = bertha_stats_index(hook, slot)
  *   bertha_scratch    per-CPU array, one entry per hook: the packet in flight on this CPU
- *   bertha_chains     array of chain records (what the loader attached, for status/re-adopt) */
+ *   bertha_chains     array of chain records (what the loader attached, for status/re-adopt)
+ *   bertha_xsks       XSKMAP, made with the first `xsk` stage (chunnels/xsk/xsk.bpf.c): the
+ *                     AF_XDP sockets of chain c on RX queue q at bertha_xsk_index(c, q) */
 #ifndef BERTHA_FLOW_H
 #define BERTHA_FLOW_H
 
@@ -29,6 +31,8 @@
 #define BERTHA_TRAIL 16      /* counter events remembered for `bertha-load explain` */
 #define BERTHA_NAME_LEN 16   /* a stage's name, NUL included */
 #define BERTHA_CONFIG_LEN 64 /* a stage's configuration as the user wrote it, NUL included */
+#define BERTHA_XSK_QUEUES 64 /* RX queues a chain's AF_XDP sockets can sit on */
+#define BERTHA_XSKS (BERTHA_MAX_CHAINS * BERTHA_XSK_QUEUES) /* bertha_xsks entries */
 
 enum bertha_hook {
 	BERTHA_HOOK_XDP = 0,       /* ingress: the flow's port is the destination port */
@@ -105,6 +109,12 @@ struct bertha_chain_record {
 BERTHA_INLINE __u32 bertha_stats_index(__u32 hook, __u32 slot)
 {
 	return hook * BERTHA_STATS_PER_HOOK + slot;
+}
+
+/* Where chain `chain`'s AF_XDP socket on RX queue `queue` sits in bertha_xsks. */
+BERTHA_INLINE __u32 bertha_xsk_index(__u32 chain, __u32 queue)
+{
+	return chain * BERTHA_XSK_QUEUES + queue;
 }
 
 BERTHA_INLINE __u32 bertha_port_index(__u32 hook, __u16 port_host)
