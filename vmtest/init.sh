@@ -17,8 +17,15 @@ fi
 mount -t proc proc $H/proc
 mount -t sysfs sysfs $H/sys
 mount -t devtmpfs dev $H/dev
+# The guest's /tmp and /run are fresh tmpfs: a repository that lives under them on the host (a
+# clone in /tmp) is carried over by a bind mount, or the tmpfs would hide it.
+R="@@ROOT@@"
+case "$R" in /tmp/* | /run/*) mkdir -p /mnt/repo && mount -o bind "$H$R" /mnt/repo ;; *) R= ;; esac
 mount -t tmpfs tmp $H/tmp
 mount -t tmpfs run $H/run
+if [ -n "$R" ]; then
+    mkdir -p "$H$R" && mount -o bind /mnt/repo "$H$R" || echo "vmtest: cannot carry $R into the guest"
+fi
 # Per-test logs go to the host (build/vmtest/logs-NAME), writable over 9p.
 mkdir -p $H/tmp/vmtest-logs
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 vmlogs $H/tmp/vmtest-logs ||
