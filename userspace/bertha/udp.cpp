@@ -1,5 +1,7 @@
 #include "bertha/udp.hpp"
 
+#include "bertha/peer_table.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -8,7 +10,6 @@
 #include <sys/mman.h>
 #include <sys/utsname.h>
 #include <unistd.h>
-#include <unordered_map>
 
 namespace bertha {
 
@@ -28,32 +29,6 @@ uint32_t next_pow2(uint32_t v) {
     while (p < v) p <<= 1;
     return p;
 }
-
-// A fixed-capacity FIFO of messages; storage is allocated once.
-class MsgRing {
-  public:
-    explicit MsgRing(uint32_t capacity) : slots_(next_pow2(capacity)), mask_(slots_.size() - 1) {}
-    bool push(Msg&& m) {
-        if (count_ == slots_.size()) return false;
-        slots_[(head_ + count_++) & mask_] = std::move(m);
-        return true;
-    }
-    Msg& front() { return slots_[head_]; }
-    Msg pop() {
-        Msg m = std::move(slots_[head_]);
-        head_ = (head_ + 1) & mask_;
-        --count_;
-        return m;
-    }
-    size_t size() const { return count_; }
-    void clear() {
-        while (count_) pop();
-    }
-
-  private:
-    std::vector<Msg> slots_;
-    size_t mask_, head_ = 0, count_ = 0;
-};
 
 } // namespace
 
@@ -575,65 +550,25 @@ const UdpStats& UdpConn::stats() const {
 
 class UdpDemux {
   public:
-    UdpDemux(std::unique_ptr<UdpEngine> e, const UdpOptions& o) : e_(std::move(e)), opts_(o) {}
+    UdpDemux(std::unique_ptr<UdpEngine> e, const UdpOptions& o)
+        : e_(std::move(e)), table_(o.peer_queue, o.accept_backlog) {}
 
     // Receive until something is routed or the deadline passes.
     Result<size_t> pump(Deadline deadline) {
         return e_->wait_into([this](Msg&& m) { return route(std::move(m)); }, deadline);
     }
 
-    struct Queue {
-        explicit Queue(uint32_t cap) : ring(cap) {}
-        MsgRing ring;
-        Addr peer;
-        bool open = false;
-    };
+    bool route(Msg&& m) {
+        switch (table_.route(std::move(m))) {
+        case PeerTable::Routed::queue_full: ++e_->stats.dropped_queue_full; break;
+        case PeerTable::Routed::backlog_full: ++e_->stats.dropped_backlog; break;
+        default: break;
+        }
+        return true; // taken (queued or dropped): never back to the engine's stash
+    }
 
     std::unique_ptr<UdpEngine> e_;
-    UdpOptions opts_;
-    std::vector<std::unique_ptr<Queue>> queues_;
-    std::vector<uint32_t> free_queues_;
-    std::unordered_map<Addr, uint32_t, AddrHash> by_peer_;
-    std::vector<uint32_t> backlog_; // new peers in arrival order (FIFO via head index)
-    size_t backlog_head_ = 0;
-
-    size_t backlog_size() const { return backlog_.size() - backlog_head_; }
-
-    bool route(Msg&& m) {
-        auto it = by_peer_.find(m.peer());
-        if (it != by_peer_.end()) {
-            if (!queues_[it->second]->ring.push(std::move(m))) ++e_->stats.dropped_queue_full;
-            return true; // taken (queued or dropped): never back to the engine's stash
-        }
-        if (backlog_size() >= opts_.accept_backlog) {
-            ++e_->stats.dropped_backlog;
-            return true;
-        }
-        uint32_t q;
-        if (!free_queues_.empty()) {
-            q = free_queues_.back();
-            free_queues_.pop_back();
-        } else {
-            q = uint32_t(queues_.size());
-            queues_.push_back(std::make_unique<Queue>(opts_.peer_queue));
-        }
-        Queue& queue = *queues_[q];
-        queue.peer = m.peer();
-        queue.open = true;
-        by_peer_.emplace(queue.peer, q);
-        queue.ring.push(std::move(m));
-        if (backlog_head_ == backlog_.size()) backlog_.clear(), backlog_head_ = 0;
-        backlog_.push_back(q);
-        return true;
-    }
-
-    void close_queue(uint32_t q) {
-        Queue& queue = *queues_[q];
-        queue.ring.clear();
-        by_peer_.erase(queue.peer);
-        queue.open = false;
-        free_queues_.push_back(q);
-    }
+    PeerTable table_;
 };
 
 UdpPeerConn::UdpPeerConn(std::shared_ptr<UdpDemux> d, uint32_t queue, const Addr& peer)
@@ -641,7 +576,7 @@ UdpPeerConn::UdpPeerConn(std::shared_ptr<UdpDemux> d, uint32_t queue, const Addr
 UdpPeerConn::UdpPeerConn(UdpPeerConn&&) noexcept = default;
 UdpPeerConn& UdpPeerConn::operator=(UdpPeerConn&& o) noexcept {
     if (this != &o) {
-        if (d_) d_->close_queue(queue_);
+        if (d_) d_->table_.close(queue_);
         d_ = std::move(o.d_);
         queue_ = o.queue_;
         peer_ = o.peer_;
@@ -649,7 +584,7 @@ UdpPeerConn& UdpPeerConn::operator=(UdpPeerConn&& o) noexcept {
     return *this;
 }
 UdpPeerConn::~UdpPeerConn() {
-    if (d_) d_->close_queue(queue_);
+    if (d_) d_->table_.close(queue_);
 }
 
 namespace {
@@ -666,7 +601,7 @@ Result<size_t> UdpPeerConn::send(std::span<Msg> batch) {
 
 void UdpPeerConn::restart(Msg&& first) {
     if (!d_) return;
-    d_->close_queue(queue_);
+    d_->table_.close(queue_);
     d_->route(std::move(first)); // an unknown peer again: it lands in the accept backlog
     d_.reset();
 }
@@ -674,7 +609,7 @@ void UdpPeerConn::restart(Msg&& first) {
 Result<size_t> UdpPeerConn::recv(std::span<Msg> batch, Deadline deadline) {
     if (!d_) return peer_gone(peer_);
     if (batch.empty()) return size_t(0);
-    MsgRing& q = d_->queues_[queue_]->ring;
+    MsgRing& q = d_->table_.queue(queue_);
     for (;;) {
         size_t n = 0;
         while (n < batch.size() && q.size()) batch[n++] = q.pop();
@@ -700,14 +635,12 @@ UdpListener::~UdpListener() = default;
 
 Result<std::optional<UdpPeerConn>> UdpListener::accept(Deadline deadline) {
     for (;;) {
-        if (d_->backlog_size()) {
-            uint32_t q = d_->backlog_[d_->backlog_head_++];
-            return std::optional<UdpPeerConn>(UdpPeerConn(d_, q, d_->queues_[q]->peer));
-        }
+        if (auto q = d_->table_.next_new())
+            return std::optional<UdpPeerConn>(UdpPeerConn(d_, *q, d_->table_.peer(*q)));
         auto r = d_->pump(deadline);
         if (!r) return std::unexpected(std::move(r.error()));
         // Other peers' traffic keeps the pump busy: the deadline still holds.
-        if (!d_->backlog_size() && (*r == 0 || Clock::now() >= deadline))
+        if (!d_->table_.backlog_size() && (*r == 0 || Clock::now() >= deadline))
             return std::optional<UdpPeerConn>{};
     }
 }
