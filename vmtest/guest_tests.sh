@@ -12,7 +12,7 @@
 # and last one line vmtest/run parses:  VMTEST-SUMMARY passed=N failed=N na=N
 #
 #   bpf/CASE         every test case of $BUILD/selftests/bpf_tests
-#   unit/CASE        the unit binary's kernel-facing cases (io_uring udp, discovery, offload)
+#   unit/CASE        the unit binary's kernel-facing cases (io_uring udp, discovery, offload, AF_XDP sockets)
 #   net/NAME         selftests/net/NAME_test.sh (namespaces, veth, bpffs under /tmp)
 # VMTEST_ONLY=PATTERN (shell glob on NAME, e.g. 'bpf/*' or 'net/echo') runs a subset.
 set -u
@@ -115,10 +115,10 @@ if group bpf; then
     run_doctest bpf "$BUILD/selftests/bpf_tests"
 fi
 if group unit; then
-    # io_uring udp, discovery (XDP/AF_XDP/TC probes on real interfaces) and the offload
-    # framework's attach/detach: the unit cases that depend on the kernel.
+    # io_uring udp, discovery (XDP/AF_XDP/TC probes on real interfaces), the offload
+    # framework's attach/detach and AF_XDP sockets on veth: the unit cases that depend on the kernel.
     run_doctest unit "$BUILD/selftests/unit_tests" \
-        --source-file='*udp_test.cpp,*discovery_test.cpp,*offload_test.cpp'
+        --source-file='*udp_test.cpp,*discovery_test.cpp,*offload_test.cpp,*xsk_socket_test.cpp'
 fi
 
 # ---- selftests/net: one line per script ----------------------------------------------------

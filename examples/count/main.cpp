@@ -1,7 +1,8 @@
 // count: a server and a client over the `count` chunnel (chunnels/count), for trying the offload
 // path by hand and for selftests/net/offload_conn_test.sh.
 //
-//   count server --listen 198.18.0.1:7300      accepts peers, echoes every message, and prints
+//   count server --listen 198.18.0.1:7300 [--base udp|xsk]
+//                                              accepts peers, echoes every message, and prints
 //                                              "conn PEER received N count M (IMPL)" after each
 //                                              batch; SIGUSR1 closes every connection (their
 //                                              offloads detach) and prints "closed K"; SIGTERM
@@ -13,9 +14,12 @@
 //
 // The server's stack is make_stack(count::chunnel(), Udp{}): count/xdp where the host can run
 // it (native XDP towards the peer, and privilege or the agent), else count/userspace; nothing
-// in this file depends on which. Exit status: 0 done, 1 a connection failed, 2 bad arguments.
+// in this file depends on which. With --base xsk the server receives over AF_XDP (the xsk base's
+// listener): each accepted peer's count/xdp chain then ends in the listener's sockets
+// (count -> xsk:sockets=CHAIN). Exit status: 0 done, 1 a connection failed, 2 bad arguments.
 #include "bertha/bertha.hpp"
 #include "count/count.hpp"
+#include "xsk/base.hpp"
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -59,8 +63,8 @@ std::string impl_of(const auto& conn) {
     return names.empty() ? "?" : names.front();
 }
 
-int serve(const Addr& at) {
-    auto stack = make_stack(count::chunnel(), Udp{});
+template <class BaseCh> int serve(const Addr& at, const BaseCh& base) {
+    auto stack = make_stack(count::chunnel(), base);
     auto listener = stack.listen(at);
     if (!listener) {
         std::fprintf(stderr, "count server: %s\n", listener.error().what().c_str());
@@ -172,10 +176,13 @@ int client(const Addr& server, int messages, int rounds) {
 int main(int argc, char** argv) {
     CLI::App app{"count: a server and a client over the count chunnel (XDP offload or fallback)"};
     app.require_subcommand(1);
-    std::string listen_at, server_at;
+    std::string listen_at, server_at, base = "udp";
     int messages = 10, rounds = 1;
     auto* srv = app.add_subcommand("server", "accept peers, echo, print the counts");
     srv->add_option("--listen", listen_at, "address:port to listen on")->required();
+    srv->add_option("--base", base, "udp (io_uring) or xsk (AF_XDP)")
+        ->check(CLI::IsMember({"udp", "xsk"}))
+        ->capture_default_str();
     auto* cli = app.add_subcommand("client", "send messages and wait for their echoes");
     cli->add_option("--server", server_at, "the server's address:port")->required();
     cli->add_option("--messages", messages, "messages per round")->check(CLI::Range(1, 10000));
@@ -190,7 +197,7 @@ int main(int argc, char** argv) {
             std::fprintf(stderr, "count: %s\n", at.error().what().c_str());
             return 2;
         }
-        return serve(*at);
+        return base == "xsk" ? serve(*at, Xsk{}) : serve(*at, Udp{});
     }
     auto at = Addr::parse(server_at);
     if (!at) {

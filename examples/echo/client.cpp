@@ -178,7 +178,7 @@ int run_client(const ClientOptions& o) {
     r->size = o.size;
     r->window = o.window;
     auto drive_stack = [&](const auto& stack) { return connect_and_drive(stack, *server, o, *r); };
-    with_noop_stack(o.noops, udp, drive_stack, 2);
+    with_stack(o.noops, o.base, udp, drive_stack, 2);
 
     if (o.json)
         print_json(*r);

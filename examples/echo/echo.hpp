@@ -16,16 +16,21 @@ inline constexpr size_t kMaxNoops = 5;
 // A message must fit one buffer of the udp chunnel's pool, behind its head-room.
 inline constexpr size_t kMaxSize = UdpOptions{}.slot_size - UdpOptions{}.headroom;
 
+// The base chunnel under the stack (--base).
+enum class Base { udp, xsk, automatic };
+
 struct ServerOptions {
     std::string bind;      // "198.18.0.1:7000"
-    size_t noops = 0;      // noop chunnels above udp
+    size_t noops = 0;      // noop chunnels above the base
+    Base base = Base::udp;
     double duration_s = 0; // stop after this long; 0 = until SIGINT/SIGTERM
     size_t batch = 256;    // messages per recv/send
 };
 
 struct ClientOptions {
     std::string server;      // "198.18.0.1:7000"
-    size_t noops = 0;        // noop chunnels above udp
+    size_t noops = 0;        // noop chunnels above the base
+    Base base = Base::udp;
     uint64_t count = 100000; // messages to send
     size_t size = 64;        // bytes per message, at least the 16-byte header
     size_t window = 32;      // messages in flight

@@ -40,8 +40,8 @@ template <class Stack> int serve(const Stack& stack, const Addr& local, const Se
         std::fprintf(stderr, "echo server: %s\n", conn.error().what().c_str());
         return 1;
     }
-    auto& udp = base_of(*conn);
-    std::printf("echo server: listening on %s, stack %s\n", udp.local().to_string().c_str(),
+    auto& base = base_of(*conn);
+    std::printf("echo server: listening on %s, stack %s\n", base.local().to_string().c_str(),
                 describe(*conn).c_str());
     std::fflush(stdout);
 
@@ -73,13 +73,9 @@ template <class Stack> int serve(const Stack& stack, const Addr& local, const Se
         }
     }
 
-    const UdpStats& st = udp.stats();
-    std::printf("echo server: echoed %llu messages in %llu batches (%.1f per batch); udp "
-                "received %llu, sent %llu, truncated %llu, send errors %llu, submits %llu\n",
+    std::printf("echo server: echoed %llu messages in %llu batches (%.1f per batch); %s\n",
                 (unsigned long long)echoed, (unsigned long long)batches,
-                batches ? double(echoed) / double(batches) : 0.0, (unsigned long long)st.received,
-                (unsigned long long)st.sent, (unsigned long long)st.truncated,
-                (unsigned long long)st.send_errors, (unsigned long long)st.submits);
+                batches ? double(echoed) / double(batches) : 0.0, base_summary(base).c_str());
     std::fflush(stdout);
     return rc;
 }
@@ -94,7 +90,7 @@ int run_server(const ServerOptions& o) {
     }
     install_stop_signals();
     auto serve_stack = [&](const auto& stack) { return serve(stack, *local, o); };
-    return with_noop_stack(o.noops, UdpOptions{}, serve_stack, 2);
+    return with_stack(o.noops, o.base, UdpOptions{}, serve_stack, 2);
 }
 
 } // namespace bertha::echo

@@ -1,8 +1,8 @@
 # Source this after netns.sh: what the tests of bertha-load across namespaces share. The test sets
 # BL (the bertha-load binary) and runs under `set -Eeuo pipefail`; host A ($NS_A, $IF_A) is the
-# one the loader works on. loader_cleanup removes everything (processes, what the loader attached,
-# namespaces, the bpffs, the temp dir, lock files), and loader_setup installs it on EXIT, INT and
-# TERM.
+# one the loader works on (host B's interface is cleaned up too). loader_cleanup removes
+# everything (processes, what the loader attached, namespaces, the bpffs, the temp dir, lock
+# files), and loader_setup installs it on EXIT, INT and TERM.
 #
 #   source selftests/net/netns.sh
 #   source selftests/net/loader_lib.sh
@@ -44,6 +44,9 @@ loader_cleanup() {
     if [ -n "${NS_A:-}" ] && ip netns pids "$NS_A" >/dev/null 2>&1; then
         ip netns exec "$NS_A" timeout 10 "$BL" detach --iface "$IF_A" --all >/dev/null 2>&1
     fi
+    if [ -n "${NS_B:-}" ] && ip netns pids "$NS_B" >/dev/null 2>&1; then # a test may attach there too
+        ip netns exec "$NS_B" timeout 10 "$BL" detach --iface "$IF_B" --all >/dev/null 2>&1
+    fi
     netns_cleanup
     mountpoint -q "$T/bpffs" && umount "$T/bpffs"
     if [ "$rc" -ne 0 ] && declare -F loader_on_failure >/dev/null; then
@@ -51,7 +54,7 @@ loader_cleanup() {
     fi
     rm -rf "$T"
     # The loader's per-interface lock files (never removed by it; the names carry our pid).
-    [ -n "${IF_A:-}" ] && rm -f /run/bertha/lock/"$IF_A"@*.lock
+    [ -n "${IF_A:-}" ] && rm -f /run/bertha/lock/"$IF_A"@*.lock /run/bertha/lock/"$IF_B"@*.lock
     [ "$rc" -eq 0 ] || echo "$LOADER_WHAT: FAILED (exit $rc)"
     exit "$rc"
 }

@@ -81,6 +81,9 @@ class FakeBackend : public OffloadBackend {
     Result<std::vector<load::StageStats>> stats(std::string_view) override {
         return fail(Errc::unavailable, "fake", "no counters");
     }
+    Result<void> set_xsk(const load::FlowKey&, uint32_t, int) override {
+        return fail(Errc::unavailable, "fake", "no AF_XDP sockets");
+    }
     uint32_t refs_of(const std::string& key) {
         std::lock_guard g(mu);
         auto it = refs.find(key);
@@ -107,7 +110,7 @@ struct UseBackend {
 };
 
 OffloadFlow flow_on(uint16_t port, std::optional<Addr> peer = std::nullopt) {
-    return OffloadFlow{"count/xdp", "veth0", load::Hook::xdp, port, std::move(peer)};
+    return OffloadFlow{"count/xdp", "veth0", load::Hook::xdp, port, std::move(peer), {}};
 }
 
 const load::StageSpec kCount{"count", ""};
@@ -211,6 +214,36 @@ TEST_CASE("OffloadFlow of a context: interface, hook, local port, and the peer i
     REQUIRE(peer);
     REQUIRE(peer->peer);
     CHECK(peer->key().text() == "veth0 xdp udp/7000 from 198.18.0.2:5000");
+}
+
+TEST_CASE("a flow that an AF_XDP base receives: XDP chains end in the base's sockets") {
+    // An accepted peer of an xsk listener (FlowFacts::redirect_chain = the listener's chain):
+    // its offload's chain gets the xsk stage appended, borrowing the listener's sockets, or its
+    // packets would go to the kernel, where nothing reads them. TC egress chains are left alone.
+    ConnectContext ctx;
+    ctx.flow.local = *Addr::parse("198.18.0.1:7000");
+    ctx.flow.peer = *Addr::parse("198.18.0.2:5000");
+    ctx.flow.ifname = "veth0";
+    ctx.flow.redirect_chain = 3;
+    auto fake = std::make_shared<FakeBackend>();
+    auto xdp = OffloadFlow::of(ctx, load::Hook::xdp, "count/xdp");
+    REQUIRE(xdp);
+    CHECK(xdp->redirect_chain == 3u);
+    auto h = attach_offload(fake, *xdp, std::span(&kCount, 1));
+    REQUIRE(h);
+    CHECK(fake->last_stages ==
+          std::vector<load::StageSpec>{kCount, load::StageSpec{"xsk", "sockets=3"}});
+    auto tc = OffloadFlow::of(ctx, load::Hook::tc_egress, "count/tc");
+    REQUIRE(tc);
+    auto t = attach_offload(fake, *tc, std::span(&kCount, 1));
+    REQUIRE(t);
+    CHECK(fake->last_stages == std::vector<load::StageSpec>{kCount});
+    ctx.flow.redirect_chain.reset(); // the kernel's socket receives it: nothing appended
+    auto plain = OffloadFlow::of(ctx, load::Hook::xdp, "count/xdp");
+    REQUIRE(plain);
+    auto p = attach_offload(fake, *plain, std::span(&kCount, 1));
+    REQUIRE(p);
+    CHECK(fake->last_stages == std::vector<load::StageSpec>{kCount});
 }
 
 TEST_CASE("OffloadHandle: one reference each; moves carry it, destruction drops it") {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <concepts>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -91,6 +92,10 @@ struct FlowFacts {
     std::string ifname; // the interface towards the peer (stacks with an implementation on an
                         // interface: xdp, tc, af_xdp), else the one owning the local address;
                         // "" when unknown (no route, a wildcard address)
+    // A base that bypasses the kernel (xsk) receives the flow through its own chain's AF_XDP
+    // sockets: an XDP offload attached for this flow must end in them (the xsk stage's
+    // sockets=CHAIN), or its packets would go to the kernel, where nothing reads them.
+    std::optional<uint32_t> redirect_chain;
 };
 
 // What `connect_wrap` is told: the host's facts (and, later, the negotiated choices).
@@ -156,13 +161,18 @@ concept ChunnelOver = ChunnelType<C> && Connection<Inner> &&
 
 // A base chunnel makes a connection from nothing (an address): the bottom of every stack.
 // connect(peer) gives a connection to one peer; bind(local) one that talks to any peer (each
-// message names its peer); listen(local) a listener whose accept() yields one per peer.
+// message names its peer); and, where the base has it, listen(local) a listener whose accept()
+// yields one per peer (CanListen: a stack's listen() needs it).
 template <class B>
 concept BaseChunnel = requires(const B& b, const class Addr& a, const ConnectContext& ctx) {
     { B::info } -> std::convertible_to<const ChunnelInfo&>;
     typename B::Upper;
     {b.connect(a, ctx)};
     {b.bind(a, ctx)};
+};
+template <class B>
+concept CanListen = BaseChunnel<B> && requires(const B& b, const class Addr& a,
+                                               const ConnectContext& ctx) {
     {b.listen(a, ctx)};
 };
 

@@ -34,6 +34,9 @@ class LoaderBackend final : public OffloadBackend {
     Result<std::vector<load::StageStats>> stats(std::string_view ifname) override {
         return loader_.stats(ifname);
     }
+    Result<void> set_xsk(const load::FlowKey& key, uint32_t queue, int fd) override {
+        return fd >= 0 ? loader_.set_xsk(key, queue, fd) : loader_.clear_xsk(key, queue);
+    }
 
   private:
     load::Loader loader_; // serializes its own calls
@@ -81,6 +84,11 @@ class AgentBackend final : public OffloadBackend {
     Result<std::vector<load::StageStats>> stats(std::string_view) override {
         return fail(Errc::unavailable, name_,
                     "the agent does not serve counters; read them with `bertha-load stats`");
+    }
+    Result<void> set_xsk(const load::FlowKey& key, uint32_t, int) override {
+        return fail(Errc::unavailable, name_,
+                    key.text() + ": the agent cannot take an AF_XDP socket from another process "
+                                 "(it would need SCM_RIGHTS); AF_XDP needs an in-process loader");
     }
 
   private:
@@ -137,6 +145,7 @@ Result<OffloadFlow> OffloadFlow::of(const ConnectContext& ctx, load::Hook hook,
     f.ifname = ctx.flow.ifname;
     f.port = ctx.flow.local.empty() ? 0 : ctx.flow.local.port();
     if (!ctx.flow.peer.empty()) f.peer = ctx.flow.peer;
+    f.redirect_chain = ctx.flow.redirect_chain;
     std::string missing;
     if (f.ifname.empty())
         missing = "the interface it runs on (" +
@@ -231,6 +240,11 @@ void OffloadHandle::reset() noexcept {
     }
 }
 
+Result<void> OffloadHandle::set_xsk(uint32_t queue, int fd) const {
+    if (!backend_) return fail(Errc::closed, std::string(kComponent), "no offload is attached");
+    return backend_->set_xsk(flow_.key(), queue, fd);
+}
+
 Result<std::vector<load::StageStats>> OffloadHandle::stats() const {
     if (!backend_) return fail(Errc::closed, std::string(kComponent), "no offload is attached");
     auto all = backend_->stats(flow_.ifname);
@@ -250,6 +264,13 @@ Result<OffloadHandle> attach_offload(std::shared_ptr<OffloadBackend> backend,
                                      std::span<const load::StageSpec> stages) {
     const std::string who = flow.chunnel.empty() ? std::string(kComponent) : flow.chunnel;
     if (!backend) return fail(Errc::invalid_argument, who, "no offload backend");
+    std::vector<load::StageSpec> with_tail;
+    if (flow.redirect_chain && flow.hook == load::Hook::xdp) {
+        // The flow's packets belong to the base's AF_XDP sockets: the chain ends in them.
+        with_tail.assign(stages.begin(), stages.end());
+        with_tail.push_back({"xsk", "sockets=" + std::to_string(*flow.redirect_chain)});
+        stages = with_tail;
+    }
     auto chain = backend->attach(flow.key(), stages);
     if (!chain)
         return fail(chain.error().code, who,

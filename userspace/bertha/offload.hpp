@@ -40,6 +40,9 @@ struct OffloadFlow {
     load::Hook hook = load::Hook::xdp;
     uint16_t port = 0;
     std::optional<Addr> peer;
+    // The base's sockets the flow's packets must end in (FlowFacts::redirect_chain): XDP chains
+    // attached for this flow get the xsk stage appended, `xsk:sockets=CHAIN`.
+    std::optional<uint32_t> redirect_chain;
 
     // The flow of a connection as stack.hpp describes it (ConnectContext::flow): its interface,
     // local port and peer (if it has one). An error naming the chunnel when one is unknown.
@@ -61,6 +64,10 @@ class OffloadBackend {
     virtual Result<void> detach(const load::FlowKey& key) = 0;
     // The counters of every stage on the interface (the agent does not serve them: an error).
     virtual Result<std::vector<load::StageStats>> stats(std::string_view ifname) = 0;
+    // Enter (fd >= 0) or take out (fd < 0) the AF_XDP socket of RX queue `queue` for a flow whose
+    // chain ends in the xsk stage (Loader::set_xsk). In-process only: the agent cannot take a
+    // socket from another process yet, and an unprivileged process cannot make one anyway.
+    virtual Result<void> set_xsk(const load::FlowKey& key, uint32_t queue, int fd) = 0;
 };
 
 // The process-wide backend, made on first use (see the top of this file). Thread-safe.
@@ -94,6 +101,9 @@ class OffloadHandle {
 
     // This chain's stages' counters, in chain order (read through the backend).
     Result<std::vector<load::StageStats>> stats() const;
+    // The flow's AF_XDP socket on RX queue `queue` (its chain ends in the xsk stage): enter it,
+    // or take it out with fd < 0.
+    Result<void> set_xsk(uint32_t queue, int fd) const;
 
   private:
     std::shared_ptr<OffloadBackend> backend_;

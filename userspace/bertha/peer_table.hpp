@@ -8,10 +8,13 @@
 
 #include "bertha/addr.hpp"
 #include "bertha/buffer.hpp"
+#include "bertha/chunnel.hpp"
+#include "bertha/error.hpp"
 
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <unordered_map>
 #include <vector>
 
@@ -113,5 +116,33 @@ class PeerTable {
     std::vector<uint32_t> backlog_; // new peers in arrival order (FIFO via head index)
     size_t backlog_head_ = 0;
 };
+
+// A peer connection's recv: what its queue holds, else `pump(deadline)` (the listener's
+// receive, which routes into every queue) until something lands in this one or the deadline
+// passes. Other peers' traffic keeps the pump busy: the deadline still holds.
+template <class Pump>
+Result<size_t> recv_queued(MsgRing& q, std::span<Msg> batch, Deadline deadline, Pump&& pump) {
+    if (batch.empty()) return size_t(0);
+    for (;;) {
+        size_t n = 0;
+        while (n < batch.size() && q.size()) batch[n++] = q.pop();
+        if (n) return n;
+        auto r = pump(deadline);
+        if (!r) return std::unexpected(std::move(r.error()));
+        if (q.size() == 0 && (*r == 0 || Clock::now() >= deadline)) return size_t(0);
+    }
+}
+
+// A listener's accept: the next new peer's queue, pumping until one arrives or the deadline.
+template <class Pump>
+Result<std::optional<uint32_t>> accept_queued(PeerTable& t, Deadline deadline, Pump&& pump) {
+    for (;;) {
+        if (auto q = t.next_new()) return q;
+        auto r = pump(deadline);
+        if (!r) return std::unexpected(std::move(r.error()));
+        if (!t.backlog_size() && (*r == 0 || Clock::now() >= deadline))
+            return std::optional<uint32_t>{};
+    }
+}
 
 } // namespace bertha

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "bertha/chunnel.hpp"
+#include "bertha/log.hpp"
 
 #include <optional>
 #include <tuple>
@@ -46,6 +47,19 @@ template <class... Cs> class SelectConn {
     }
     Addr peer() const requires(HasPeer<Cs>&&...) {
         return std::visit([](const auto& c) -> Addr { return c.peer(); }, v_);
+    }
+
+    // The chain whose AF_XDP sockets receive this connection (FlowFacts::redirect_chain), when
+    // the running alternative has one.
+    std::optional<uint32_t> redirect_chain() const {
+        return std::visit(
+            [](const auto& c) -> std::optional<uint32_t> {
+                if constexpr (requires { c.redirect_chain(); })
+                    return c.redirect_chain();
+                else
+                    return std::nullopt;
+            },
+            v_);
     }
 
     // The connection below, whichever alternative is running (they all wrap the same one):
@@ -171,19 +185,20 @@ template <class... Alts> class Select {
     requires(BaseChunnel<A>) auto connect(const Addr& peer, const ConnectContext& ctx) const {
         using Conn = SelectConn<typename decltype(std::declval<const Alts&>().connect(
             peer, ctx))::value_type...>;
-        return dispatch<Conn>(ctx, [&](const auto& alt) { return alt.connect(peer, ctx); });
+        return dispatch_base<Conn>(ctx, [&](const auto& alt) { return alt.connect(peer, ctx); });
     }
     template <class A = First>
     requires(BaseChunnel<A>) auto bind(const Addr& local, const ConnectContext& ctx) const {
         using Conn = SelectConn<typename decltype(std::declval<const Alts&>().bind(
             local, ctx))::value_type...>;
-        return dispatch<Conn>(ctx, [&](const auto& alt) { return alt.bind(local, ctx); });
+        return dispatch_base<Conn>(ctx, [&](const auto& alt) { return alt.bind(local, ctx); });
     }
     template <class A = First>
-    requires(BaseChunnel<A>) auto listen(const Addr& local, const ConnectContext& ctx) const {
+    requires(CanListen<A> && (CanListen<Alts> && ...)) auto listen(const Addr& local,
+                                                                   const ConnectContext& ctx) const {
         using L = SelectListener<typename decltype(std::declval<const Alts&>().listen(
             local, ctx))::value_type...>;
-        return dispatch<L>(ctx, [&](const auto& alt) { return alt.listen(local, ctx); });
+        return dispatch_base<L>(ctx, [&](const auto& alt) { return alt.listen(local, ctx); });
     }
 
   private:
@@ -225,6 +240,53 @@ template <class... Alts> class Select {
                 ...);
         }
         (std::index_sequence_for<Alts...>{});
+        return std::move(*out);
+    }
+
+    // Bases are this host's own choice (the wire is UDP whichever runs): when the chosen one
+    // cannot start here after all (Errc::unavailable: e.g. AF_XDP refused on this interface,
+    // or no in-process privilege), the next runnable one is tried, and the debug log says why.
+    template <class Conn, class Make>
+    Result<Conn> dispatch_base(const ConnectContext& ctx, Make&& make) const {
+        auto first = resolve(ctx);
+        if (!first) return std::unexpected(std::move(first.error()));
+        std::optional<Result<Conn>> out;
+        std::string why; // why the alternatives before the one that runs do not
+        if (ctx.host && ctx.chosen.empty())
+            [&]<size_t... I>(std::index_sequence<I...>) {
+                ((I < *first ? (void)(why += (why.empty() ? "" : "; ") +
+                                             name_of(std::tuple_element_t<I, std::tuple<Alts...>>::info) +
+                                             " cannot run here: " +
+                                             ctx.host->why_not(std::tuple_element_t<I, std::tuple<Alts...>>::info.needs))
+                             : (void)0),
+                 ...);
+            }(std::index_sequence_for<Alts...>{});
+        [&]<size_t... I>(std::index_sequence<I...>) {
+            (
+                [&] {
+                    if (I < *first || (out && *out)) return;
+                    const ChunnelInfo& in = std::tuple_element_t<I, std::tuple<Alts...>>::info;
+                    if (I != *first && ctx.host && !ctx.host->meets(in.needs)) return;
+                    if (!ctx.chosen.empty() && I != *first) return;
+                    auto r = make(std::get<I>(alts_));
+                    if (r) {
+                        if (!why.empty())
+                            log(LogLevel::debug, std::string(First::info.chunnel),
+                                why + "; using " + name_of(in));
+                        out.emplace(Conn(std::in_place_index<I>, std::move(*r)));
+                        return;
+                    }
+                    if (r.error().code == Errc::unavailable && ctx.chosen.empty())
+                        why += (why.empty() ? "" : "; ") + name_of(in) +
+                               " cannot start here: " + r.error().what();
+                    if (!out || r.error().code != Errc::unavailable || !ctx.chosen.empty())
+                        out.emplace(std::unexpected(std::move(r.error())));
+                }(),
+                ...);
+        }
+        (std::index_sequence_for<Alts...>{});
+        if (!*out && out->error().code == Errc::unavailable && !why.empty())
+            return fail(Errc::unavailable, std::string(First::info.chunnel), why);
         return std::move(*out);
     }
 

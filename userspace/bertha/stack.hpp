@@ -108,6 +108,12 @@ template <class C> Addr peer_of(const C& c) {
     else
         return Addr{};
 }
+template <class C> std::optional<uint32_t> redirect_chain_of(const C& c) {
+    if constexpr (requires { c.redirect_chain(); })
+        return c.redirect_chain();
+    else
+        return std::nullopt;
+}
 // An accepted peer's base connection, held on the heap and shared: the stack is wrapped around
 // it first (the chosen implementations attach their offloads in connect_wrap), and the listener
 // answers the peer through it afterwards, so that the offloads are in place before the peer,
@@ -382,6 +388,7 @@ template <class... Chs> class Stack {
         ConnectContext peer_context(const BasePeer& conn) const {
             ConnectContext c = ctx_;
             c.flow.peer = detail::peer_of(conn);
+            c.flow.redirect_chain = detail::redirect_chain_of(conn);
             if (Stack::wants_interface())
                 if (auto name = detail::interface_towards(c.flow.peer); !name.empty())
                     c.flow.ifname = std::move(name);

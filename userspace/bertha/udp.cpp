@@ -608,16 +608,8 @@ void UdpPeerConn::restart(Msg&& first) {
 
 Result<size_t> UdpPeerConn::recv(std::span<Msg> batch, Deadline deadline) {
     if (!d_) return peer_gone(peer_);
-    if (batch.empty()) return size_t(0);
-    MsgRing& q = d_->table_.queue(queue_);
-    for (;;) {
-        size_t n = 0;
-        while (n < batch.size() && q.size()) batch[n++] = q.pop();
-        if (n) return n;
-        auto r = d_->pump(deadline);
-        if (!r) return std::unexpected(std::move(r.error()));
-        if (q.size() == 0 && (*r == 0 || Clock::now() >= deadline)) return size_t(0);
-    }
+    return recv_queued(d_->table_.queue(queue_), batch, deadline,
+                       [&](Deadline d) { return d_->pump(d); });
 }
 
 Result<size_t> UdpPeerConn::alloc(std::span<Msg> out) {
@@ -634,15 +626,10 @@ UdpListener& UdpListener::operator=(UdpListener&&) noexcept = default;
 UdpListener::~UdpListener() = default;
 
 Result<std::optional<UdpPeerConn>> UdpListener::accept(Deadline deadline) {
-    for (;;) {
-        if (auto q = d_->table_.next_new())
-            return std::optional<UdpPeerConn>(UdpPeerConn(d_, *q, d_->table_.peer(*q)));
-        auto r = d_->pump(deadline);
-        if (!r) return std::unexpected(std::move(r.error()));
-        // Other peers' traffic keeps the pump busy: the deadline still holds.
-        if (!d_->table_.backlog_size() && (*r == 0 || Clock::now() >= deadline))
-            return std::optional<UdpPeerConn>{};
-    }
+    auto q = accept_queued(d_->table_, deadline, [&](Deadline d) { return d_->pump(d); });
+    if (!q) return std::unexpected(std::move(q.error()));
+    if (!*q) return std::optional<UdpPeerConn>{};
+    return std::optional<UdpPeerConn>(UdpPeerConn(d_, **q, d_->table_.peer(**q)));
 }
 
 Addr UdpListener::local() const {

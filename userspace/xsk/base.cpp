@@ -263,17 +263,8 @@ Result<size_t> XskPeerConn::send(std::span<Msg> batch) {
 
 Result<size_t> XskPeerConn::recv(std::span<Msg> batch, Deadline deadline) {
     if (!d_) return peer_gone(peer_);
-    if (batch.empty()) return size_t(0);
-    MsgRing& q = d_->table.queue(queue_);
-    for (;;) {
-        size_t n = 0;
-        while (n < batch.size() && q.size()) batch[n++] = q.pop();
-        if (n) return n;
-        auto r = d_->pump(deadline);
-        if (!r) return std::unexpected(std::move(r.error()));
-        // Other peers' traffic keeps the pump busy: the deadline still holds.
-        if (q.size() == 0 && (*r == 0 || Clock::now() >= deadline)) return size_t(0);
-    }
+    return recv_queued(d_->table.queue(queue_), batch, deadline,
+                       [&](Deadline d) { return d_->pump(d); });
 }
 
 Result<size_t> XskPeerConn::alloc(std::span<Msg> out) {
@@ -308,14 +299,10 @@ XskListener& XskListener::operator=(XskListener&&) noexcept = default;
 XskListener::~XskListener() = default;
 
 Result<std::optional<XskPeerConn>> XskListener::accept(Deadline deadline) {
-    for (;;) {
-        if (auto q = d_->table.next_new())
-            return std::optional<XskPeerConn>(XskPeerConn(d_, *q, d_->table.peer(*q)));
-        auto r = d_->pump(deadline);
-        if (!r) return std::unexpected(std::move(r.error()));
-        if (!d_->table.backlog_size() && (*r == 0 || Clock::now() >= deadline))
-            return std::optional<XskPeerConn>{};
-    }
+    auto q = accept_queued(d_->table, deadline, [&](Deadline d) { return d_->pump(d); });
+    if (!q) return std::unexpected(std::move(q.error()));
+    if (!*q) return std::optional<XskPeerConn>{};
+    return std::optional<XskPeerConn>(XskPeerConn(d_, **q, d_->table.peer(**q)));
 }
 
 Addr XskListener::local() const { return d_->conn.local(); }
