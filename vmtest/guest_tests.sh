@@ -29,8 +29,8 @@ ok() { printf 'ok    %s\n' "$1"; passed=$((passed + 1)); }
 bad() { printf 'FAIL  %-40s %s\n' "$1" "$2"; failed=$((failed + 1)); }
 notapp() { printf 'n/a   %-40s %s\n' "$1" "$2"; na=$((na + 1)); }
 want() { case $1 in $ONLY) return 0 ;; esac; return 1; }
-# group PREFIX: VMTEST_ONLY may select something in PREFIX/ (e.g. '*', 'bpf/*', 'unit/probe*').
-group() { case $ONLY in '*' | "$1"/*) return 0 ;; esac; return 1; }
+# group PREFIX: VMTEST_ONLY may select something in PREFIX/ (e.g. '*', '*xsk*', 'bpf/*', 'unit/probe*').
+group() { case $ONLY in '*'* | "$1"/*) return 0 ;; esac; return 1; }
 
 # ---- discovery first: what this kernel has and lacks ----------------------------------------
 echo "== discovery (bertha probe) on $(uname -r)"
@@ -86,14 +86,19 @@ run_doctest() {
         filter=(--test-case="$(printf '%s\n' "${names[@]}" | sed 's/,/\\,/g' | paste -sd, -)")
     timeout 600 "$bin" "$@" --no-colors=true "${filter[@]}" >"$log" 2>&1
     local rc=$?
-    # Failed cases: the "TEST CASE:  NAME" header doctest prints before each failure.
+    # Failed cases: doctest prints a block per report, between lines of '=', headed
+    # "TEST CASE:  NAME"; a failure's block has an ERROR (a MESSAGE's block has none).
     local failed_names
-    failed_names=$(sed -n 's/^TEST CASE:  //p' "$log" | sort -u)
+    failed_names=$(awk '
+        /^=====+$/ { if (name != "" && err) print name; name = ""; err = 0; next }
+        /^TEST CASE:  / { name = substr($0, 13) }
+        / ERROR: |FATAL ERROR|TEST CASE FAILED|^[^ ].*: ERROR:/ { err = 1 }
+        END { if (name != "" && err) print name }' "$log" | sort -u)
     for n in "${names[@]}"; do
         if grep -qxF -- "$n" <<<"$failed_names"; then
             bad "$prefix/$n" "log: $log"
             awk -v n="TEST CASE:  $n" '
-                /^=====+$/ { if (p) exit; next }
+                /^=====+$/ { p = 0; next }
                 $0 == n { p = 1 }
                 p' "$log" | head -60 | sed 's/^/      /'
         else
