@@ -14,6 +14,7 @@
 #include <linux/if_xdp.h>
 #include <optional>
 #include <poll.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <xdp/xsk.h>
@@ -416,7 +417,7 @@ XskMode XskSocket::mode() const {
 Result<size_t> XskSocket::recv(std::span<Msg> batch, Deadline deadline) {
     Impl& s = *p_;
     if (batch.empty()) return size_t(0);
-    bool woke = false;
+    bool woke = false, spun = false;
     for (int round = 0; round < kMaxRecvRounds; ++round) {
         s.refill_fill();
         if (s.in_flight) {
@@ -426,6 +427,16 @@ Result<size_t> XskSocket::recv(std::span<Msg> batch, Deadline deadline) {
         size_t n = s.harvest(batch);
         if (n) return n;
         auto now = Clock::now();
+        if (!spun && now < deadline && s.o.busy_poll.count() > 0) {
+            // Look again for a little while before sleeping (XskOptions::busy_poll).
+            spun = true;
+            const auto until = std::min<Deadline>(deadline, now + s.o.busy_poll);
+            while (Clock::now() < until) {
+                if (xsk_cons_nb_avail(&s.rx, 1)) break;
+                ::sched_yield(); // a peer on this CPU gets to run
+            }
+            continue;
+        }
         if (now >= deadline) {
             // Not waiting: still wake a driver that waits for fill-ring entries, and look once
             // more.

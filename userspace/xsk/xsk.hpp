@@ -65,6 +65,11 @@ struct XskOptions {
     std::chrono::milliseconds resolve_timeout{1000};
     // How long send() may wait for room on a full TX ring before returning a short count.
     std::chrono::milliseconds tx_wait{10};
+    // Before a waiting recv() sleeps in poll(), it looks at the RX ring for this long (yielding
+    // the CPU between looks): a datagram that comes within it costs no sleep and no wake-up,
+    // which across CPUs is most of a round trip (selftests/bench/README.md, datapath). 0: sleep
+    // at once. The cost is at most this much CPU per recv() that finds nothing.
+    std::chrono::microseconds busy_poll{50};
 };
 
 struct XskStats {
