@@ -23,7 +23,7 @@ BPFFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 # Debian packages the build, the tests, the demo and the benchmarks use. libclang-rt-14-dev
 # holds libFuzzer and the sanitizer runtimes for Debian 12's clang (14): keep the two in step.
 DEB_PKGS := g++ make clang llvm libbpf-dev bpftool libxdp-dev liburing-dev libcli11-dev \
-            doctest-dev libelf-dev zlib1g-dev iproute2 pkg-config gnuplot-nox python3 \
+            doctest-dev libelf-dev zlib1g-dev iproute2 pkg-config gnuplot-nox python3 sockperf \
             libclang-rt-14-dev
 # What `make vmtest` needs on top (not installed for `make test`).
 VMTEST_PKGS := qemu-system-x86 busybox-static
