@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <csignal>
 #include <cstring>
 #include <ctime>
 #include <pthread.h>
@@ -24,6 +25,18 @@
 #include <vector>
 
 namespace bench {
+
+// A server role's stop: SIGINT and SIGTERM only set a flag, which its loop polls (each of its
+// waits is bounded), so that it prints its report and exits cleanly.
+inline volatile std::sig_atomic_t stop_requested = 0;
+inline void on_stop_signal(int) { stop_requested = 1; }
+inline void stop_on_signals() {
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+}
 
 // "bench: <what><hint>" on stderr, then exit with `code`.
 [[noreturn]] inline void vexit(int code, const char* hint, const char* fmt, va_list ap) {

@@ -33,11 +33,6 @@ using namespace std::chrono_literals;
 using bench::die;
 using Clock = std::chrono::steady_clock;
 
-std::atomic<bool> g_stop{false};
-void on_signal(int) {
-    g_stop.store(true, std::memory_order_relaxed);
-}
-
 struct Config : bench::Common {
     Config() { reps = 3; }
     std::string role; // "", "server", "client"
@@ -123,7 +118,7 @@ struct ServerCounts {
 // Receive a batch, send it back: until `stop`, a signal or `end`.
 void serve(bench::MmsgUdp& u, const std::atomic<bool>& stop, Clock::time_point end,
            ServerCounts& n) {
-    while (!stop.load(std::memory_order_relaxed) && !g_stop.load(std::memory_order_relaxed) &&
+    while (!stop.load(std::memory_order_relaxed) && !bench::stop_requested &&
            Clock::now() < end) {
         size_t got = u.recv(bench::MmsgUdp::kBatch);
         if (got == 0) continue;
@@ -218,17 +213,10 @@ void print_result(FILE* f, const Result& r, const std::string& server) {
     j.key("max"), j.num(double(r.rtt.max()) / 1e3), j.raw("}}\n");
 }
 
-void install_signals() {
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
-}
-
 // ---- roles -------------------------------------------------------------------------------------
 
 int run_server(const Config& c) {
-    install_signals();
+    bench::stop_on_signals();
     bench::MmsgUdp u(parse_addr(c.bind), false, 100ms); // SO_RCVTIMEO: how soon a signal shows
     std::fprintf(stderr, "datapath_mmsg server: listening on %s, up to %.0f s\n", c.bind.c_str(),
                  c.seconds);

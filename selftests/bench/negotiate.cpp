@@ -275,11 +275,6 @@ Stats stats_of(const Addr& control) {
 
 // ---- the server --------------------------------------------------------------------------------
 
-volatile std::sig_atomic_t g_signalled = 0;
-void on_signal(int) {
-    g_signalled = 1;
-}
-
 // One thread: three listeners of the same stack and a control socket; echoes what accepted
 // peers send. Two limits of the library shape it (both reported in selftests/bench/README.md):
 // there is no call that waits for "a new peer or data for any accepted peer", and a look that
@@ -333,7 +328,7 @@ class Server {
         prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
         auto last_sweep = Clock::now();
         Clock::time_point next_other{};
-        while (!stop_ && !g_signalled) {
+        while (!stop_ && !bench::stop_requested) {
             const auto now = Clock::now();
             if (now >= end) break;
             ++loops_;
@@ -1383,15 +1378,8 @@ int run_check(const Config& cfg, const Endpoints& at) {
 // ---- roles
 // ---------------------------------------------------------------------------------------
 
-void install_signals() {
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
-}
-
 int run_server(const Config& cfg) {
-    install_signals();
+    bench::stop_on_signals();
     Cpus cpus = pick_cpus(cfg.cpu, true);
     bench::pin_to(cpus.server);
     Server srv(parse_addr(cfg.bind));
@@ -1431,7 +1419,7 @@ int run_local(const Config& cfg, bool check) {
     if (child == 0) {
         close(fds[0]);
         prctl(PR_SET_PDEATHSIG, SIGTERM);
-        install_signals();
+        bench::stop_on_signals();
         bench::pin_to(cpus.server);
         Server srv(parse_addr("127.0.0.1:0"));
         const Endpoints& at = srv.at();
