@@ -22,17 +22,20 @@ BPFFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 
 # Debian packages the build, the tests, the demo and the benchmarks use. libclang-rt-14-dev
 # holds libFuzzer and the sanitizer runtimes for Debian 12's clang (14): keep the two in step.
+# memcached: the key-value tests check examples/kv against the real thing (started by them, on
+# loopback, never as a service).
 DEB_PKGS := g++ make clang llvm libbpf-dev bpftool libxdp-dev liburing-dev libcli11-dev \
             doctest-dev libelf-dev zlib1g-dev iproute2 pkg-config gnuplot-nox python3 sockperf \
-            libclang-rt-14-dev
+            memcached libclang-rt-14-dev
 # What `make vmtest` needs on top (not installed for `make test`).
 VMTEST_PKGS := qemu-system-x86 busybox-static
 
 # ---- sources --------------------------------------------------------------------------------
-# libbertha.a holds the core, the AF_XDP socket wrapper (userspace/xsk) and libbertha-load
-# (loader/*.cpp): connections attach their offloads in-process through it. The command line,
+# libbertha.a holds the core, the AF_XDP socket wrapper (userspace/xsk), the key-value protocol
+# (userspace/kv: memcached's, shared by examples/kv, the shard chunnel and its tests) and
+# libbertha-load (loader/*.cpp): connections attach their offloads in-process through it. The command line,
 # loader/cli/*.cpp, becomes $(BUILD)/bertha-load.
-LIB_SRCS   := $(wildcard userspace/bertha/*.cpp userspace/xsk/*.cpp loader/*.cpp)
+LIB_SRCS   := $(wildcard userspace/bertha/*.cpp userspace/xsk/*.cpp userspace/kv/*.cpp loader/*.cpp)
 LIB_OBJS   := $(LIB_SRCS:%.cpp=$(BUILD)/obj/%.o)
 LIB        := $(BUILD)/libbertha.a
 

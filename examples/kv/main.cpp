@@ -1,0 +1,128 @@
+// kv: a memcached-style key-value service over UDP (the memcached text protocol), the
+// application of issue 7. `kv server` runs the shards; `kv get/gets/set/add/replace/delete`
+// try it by hand; `kv check` checks memcached's semantics on a port (ours or memcached's).
+#include "check.hpp"
+#include "client.hpp"
+#include "server.hpp"
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace bertha::kv;
+
+int fail_with(const bertha::Error& e) {
+    std::fprintf(stderr, "%s\n", e.what().c_str());
+    return 2;
+}
+
+bertha::Result<KvClient> connect(const std::string& server, int timeout_ms) {
+    auto addr = bertha::Addr::parse(server);
+    if (!addr) return std::unexpected(addr.error());
+    return KvClient::open(*addr, ClientOptions{std::chrono::milliseconds(timeout_ms)});
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"Bertha kv example: a memcached-style key-value service over UDP (memcached's "
+                 "text protocol), its shard servers, and a client."};
+    app.require_subcommand(1);
+
+    ServerOptions so;
+    auto* server = app.add_subcommand(
+        "server", "run N shards: shard i answers on UDP port PORT+1+i (PORT is left for the "
+                  "shard chunnel)");
+    server->add_option("--bind", so.bind, "local address, e.g. 198.18.0.1 or 127.0.0.1")
+        ->capture_default_str();
+    server->add_option("--port", so.port, "the service port P; shards use P+1 .. P+N")
+        ->check(CLI::Range(1, 65534))
+        ->capture_default_str();
+    server->add_option("--shards", so.shards, "shard worker threads, one table and port each")
+        ->check(CLI::Range(size_t(1), size_t(BERTHA_SHARD_MAX)))
+        ->capture_default_str();
+    server->add_option("--duration-s", so.duration_s, "stop after this many seconds (0: never)")
+        ->check(CLI::NonNegativeNumber)
+        ->capture_default_str();
+    server->add_option("--batch", so.batch, "datagrams per recvmmsg/sendmmsg")
+        ->check(CLI::Range(size_t(1), size_t(256)))
+        ->capture_default_str();
+
+    std::string addr;
+    int timeout_ms = 1000;
+    auto client_opts = [&](CLI::App* sub) {
+        sub->add_option("--server", addr, "a shard or service port, e.g. 127.0.0.1:11212")
+            ->required();
+        sub->add_option("--timeout-ms", timeout_ms, "wait this long for the reply")
+            ->check(CLI::Range(1, 60000))
+            ->capture_default_str();
+    };
+
+    std::vector<std::string> keys;
+    auto* get = app.add_subcommand("get", "get one or more keys (exit 1 if any is missing)");
+    auto* gets = app.add_subcommand("gets", "get with cas values");
+    for (auto* sub : {get, gets}) {
+        client_opts(sub);
+        sub->add_option("keys", keys, "keys")->required();
+    }
+
+    std::string key, value;
+    uint32_t flags = 0;
+    int32_t exptime = 0;
+    std::vector<std::pair<CLI::App*, Verb>> stores;
+    for (auto [name, verb] : {std::pair{"set", Verb::set}, std::pair{"add", Verb::add},
+                              std::pair{"replace", Verb::replace}}) {
+        auto* sub = app.add_subcommand(name, std::string(name) + " a key (exit 1 if NOT_STORED)");
+        client_opts(sub);
+        sub->add_option("key", key, "key")->required();
+        sub->add_option("value", value, "value")->required();
+        sub->add_option("--flags", flags, "opaque 32-bit flags")->capture_default_str();
+        sub->add_option("--exptime", exptime, "seconds (or a unix time); 0: never")
+            ->capture_default_str();
+        stores.emplace_back(sub, verb);
+    }
+    auto* del = app.add_subcommand("delete", "delete a key (exit 1 if NOT_FOUND)");
+    client_opts(del);
+    del->add_option("key", key, "key")->required();
+
+    CheckOptions co;
+    auto* check = app.add_subcommand(
+        "check", "check memcached's semantics for every supported verb on one port (a kv "
+                 "shard, or memcached -U PORT); exit 1 on any failure");
+    check->add_option("--server", co.server, "e.g. 127.0.0.1:11212")->required();
+    check->add_option("--prefix", co.prefix, "prefix of every key (default: unique per run)");
+    check->add_option("--timeout-ms", co.timeout_ms, "per request")->capture_default_str();
+
+    CLI11_PARSE(app, argc, argv);
+
+    if (server->parsed()) return run_server(so);
+    if (check->parsed()) return run_check(co);
+
+    auto c = connect(addr, timeout_ms);
+    if (!c) return fail_with(c.error());
+    if (get->parsed() || gets->parsed()) {
+        std::vector<std::string_view> views(keys.begin(), keys.end());
+        auto items = c->get(views, gets->parsed());
+        if (!items) return fail_with(items.error());
+        for (const auto& it : *items) {
+            std::printf("%s flags=%u bytes=%zu", it.key.c_str(), it.flags, it.data.size());
+            if (it.has_cas) std::printf(" cas=%lu", (unsigned long)it.cas);
+            std::printf(": %s\n", it.data.c_str());
+        }
+        return items->size() == keys.size() ? 0 : 1;
+    }
+    for (auto [sub, verb] : stores) {
+        if (!sub->parsed()) continue;
+        auto s = c->store(verb, key, value, flags, exptime);
+        if (!s) return fail_with(s.error());
+        std::printf("%s\n", std::string(to_string(*s)).c_str());
+        return *s == Status::stored ? 0 : 1;
+    }
+    auto d = c->del(key);
+    if (!d) return fail_with(d.error());
+    std::printf("%s\n", std::string(to_string(*d)).c_str());
+    return *d == Status::deleted ? 0 : 1;
+}
