@@ -1,6 +1,8 @@
 #include "loader/stages.hpp"
 
+#include "bertha/kv.h"
 #include "count.skel.h"
+#include "shard.skel.h"
 #include "xsk.skel.h"
 
 #include <bpf/btf.h>
@@ -50,6 +52,46 @@ Result<Fd> load_xsk(Hook, const Config& config, const SharedMaps& maps, std::str
     return load_program(skel->obj, skel->progs.xsk_xdp, maps, ifname, place);
 }
 
+// shard: `shards=N,base=P` (both required): N shards (1 to BERTHA_SHARD_MAX), shard i on UDP port
+// P + i, all of them ports (P + N - 1 <= 65535).
+Result<Fd> load_shard(Hook, const Config& config, const SharedMaps& maps, std::string_view ifname,
+                      StagePlace place) {
+    const std::string component = "stage shard";
+    std::optional<unsigned long> shards, base;
+    for (auto& [key, value] : config) { // parse_config admits only "shards" and "base"
+        char* end = nullptr;
+        unsigned long v = std::strtoul(value.c_str(), &end, 10);
+        bool ok = !value.empty() && value[0] >= '0' && value[0] <= '9' && !*end;
+        if (key == "shards") {
+            if (!ok || v < 1 || v > BERTHA_SHARD_MAX)
+                return fail(Errc::invalid_argument, component,
+                            "shards=" + value + ": not a shard count (1 to " +
+                                std::to_string(BERTHA_SHARD_MAX) + ")");
+            shards = v;
+        } else {
+            if (!ok || v < 1 || v > 65535)
+                return fail(Errc::invalid_argument, component,
+                            "base=" + value + ": not a UDP port (1 to 65535)");
+            base = v;
+        }
+    }
+    if (!shards || !base)
+        return fail(Errc::invalid_argument, component,
+                    "needs shards=N,base=PORT (shard i listens on UDP port PORT+i)");
+    if (*base + *shards - 1 > 65535)
+        return fail(Errc::invalid_argument, component,
+                    "base=" + std::to_string(*base) + " with shards=" + std::to_string(*shards) +
+                        ": the last shard's port " + std::to_string(*base + *shards - 1) +
+                        " is above 65535");
+    Owned<shard, shard__destroy> skel(shard__open());
+    if (!skel) return fail_sys(component, "open the shard skeleton", errno);
+    if (auto r = set_rodata_u32(skel->obj, "shard_count", uint32_t(*shards), component); !r)
+        return std::unexpected(r.error());
+    if (auto r = set_rodata_u32(skel->obj, "shard_base", uint32_t(*base), component); !r)
+        return std::unexpected(r.error());
+    return load_program(skel->obj, skel->progs.shard_steer, maps, ifname, place);
+}
+
 // Write a __u32 `const volatile` global of the object's rodata, found by name through BTF.
 Result<void> set_rodata_u32(bpf_object* obj, const char* var, uint32_t value,
                             const std::string& component) {
@@ -89,6 +131,11 @@ const std::vector<StageDef>& registry() {
           "on untouched", true, true,
           {}},
          load_count},
+        {{"shard",
+          "steers a memcached UDP request to its key's shard: rewrites the destination port to "
+          "base+shard (hit), else hands it on untouched (pass)",
+          true, false, {"shards", "base"}},
+         load_shard},
         {{"xsk",
           "redirects the flow into its AF_XDP sockets (one per RX queue; miss: none there, to "
           "the kernel)",

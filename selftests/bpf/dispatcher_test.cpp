@@ -640,7 +640,7 @@ TEST_CASE(
     const std::vector<Bad> bad = {
         {"unknown stage",
          {{"count", ""}, {"nosuch", ""}},
-         "stage nosuch: no such stage (known: count, xsk)"},
+         "stage nosuch: no such stage (known: count, shard, xsk)"},
         {"bad configuration",
          {{"count", "x=1"}},
          "stage count: unknown key 'x' (it takes no configuration)"},
