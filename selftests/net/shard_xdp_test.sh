@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# The shard offload end to end, with real memcached processes as the shards: host A runs four
-# memcached (UDP ports BASE..BASE+3), and bertha-load attaches the `shard` stage on the service
-# port SVC of A's interface (XDP). Host B's client sends every request to SVC; the stage rewrites
-# the destination port to the key's shard, so the request lands straight in that memcached,
-# which answers from its own port (examples/kv's client matches replies by request id, from any
-# port). Checked:
-#   - every key is stored in exactly the memcached of its shard, computed here independently (a
-#     plain FNV-1a in Python; the stage uses bertha/kv.h's), and in no other;
-#   - get/delete/add through SVC reach the same shard;
-#   - the stage's counters: one `hit` per steered request; a multi-key get whose keys span
-#     shards is passed on untouched (`pass`), never dropped or misrouted (nothing listens on
-#     SVC yet: the userspace proxy comes with the shard chunnel);
-#   - detaching leaves nothing: no XDP program, no pins.
+# Sharding a memcached service end to end, with real memcached processes as the shards: host A
+# runs four memcached (UDP ports BASE..BASE+3) and the shard router (examples/kv_proxy) on the
+# service port SVC; host B's client (examples/kv: replies matched by request id, from any port)
+# sends every request to SVC.
+#   1. The router alone: each key is stored in exactly the memcached of its shard, computed here
+#      independently (a plain FNV-1a in Python; the router and the stage use bertha/kv.h's), and
+#      in no other; get/add/delete follow; a get over keys of several shards is split and its
+#      values merged.
+#   2. With the XDP `shard` stage attached on SVC (bertha-load): the same placement, but the
+#      stage rewrites the destination port of each steerable request to its shard's, so those
+#      requests never reach the router (its counters do not move); the get spanning shards is
+#      passed on by the stage (`pass`), and the router splits it as before. Counters exact.
+#   3. Detaching leaves nothing: no XDP program, no pins.
 # Pins under the test's own bpffs; processes ended by pid; everything removed on exit.
 set -Eeuo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-build}
 KV=$BUILD/examples/kv
+PROXY=$BUILD/examples/kv_proxy
 BL=$BUILD/bertha-load
-for b in "$KV" "$BL"; do [ -x "$b" ] || { echo "missing $b (run make)"; exit 1; }; done
+for b in "$KV" "$PROXY" "$BL"; do [ -x "$b" ] || { echo "missing $b (run make)"; exit 1; }; done
 command -v memcached >/dev/null || { echo "memcached is missing (make deps installs it)"; exit 1; }
 source selftests/net/netns.sh
 source selftests/net/loader_lib.sh
@@ -47,8 +48,12 @@ for i in $(seq 0 $((SHARDS - 1))); do # ready when a version of a missing key an
 done
 ok "$SHARDS memcached shards on $ADDR_A:$BASE..$((BASE + SHARDS - 1))"
 
-bl attach --iface "$IF_A" --port $SVC --stage "shard:shards=$SHARDS,base=$BASE" >/dev/null
-ok "shard stage attached on $IF_A udp/$SVC (shards=$SHARDS, base=$BASE)"
+ip netns exec "$NS_A" "$PROXY" --listen "$ADDR_A:$SVC" --shards-at "$ADDR_A" --base $BASE \
+    --shards $SHARDS --duration-s 120 >"$T/proxy.log" 2>&1 &
+proxy=$!
+netns_track $proxy
+netns_wait_for $proxy "$T/proxy.log" "listening on" || { echo "FAIL  the router did not start"; exit 1; }
+ok "router (kv_proxy) on $ADDR_A:$SVC"
 
 kv_b() { ip netns exec "$NS_B" timeout 5 "$KV" "$@"; }
 
@@ -60,50 +65,72 @@ for b in sys.argv[1].encode(): h = ((h ^ b) * 16777619) & 0xffffffff
 print(h % int(sys.argv[2]))' "$1" "$SHARDS"
 }
 
-# ---- set through the service port: each key lands in its shard only --------------------------
-keys=()
-for n in $(seq 1 24); do keys+=("user:$n:$RANDOM"); done
-keys+=("k" "$(printf 'x%.0s' $(seq 1 250))") # 1 and 250 bytes
-steered=0
-for k in "${keys[@]}"; do
-    if ! kv_b set --server "$ADDR_A:$SVC" "$k" "value-of-$k" >"$T/set.out" 2>&1; then
-        bad "set ${k:0:40} through udp/$SVC: $(cat "$T/set.out")"
-        continue
-    fi
-    steered=$((steered + 1))
-    want=$(shard_of "$k")
-    for i in $(seq 0 $((SHARDS - 1))); do
-        if kv_b get --server "$ADDR_A:$((BASE + i))" --timeout-ms 500 "$k" >"$T/get.out" 2>&1; then
-            [ "$i" = "$want" ] || bad "key ${k:0:40} found in shard $i, expected only in shard $want"
-            grep -qF "value-of-$k" "$T/get.out" || bad "key ${k:0:40}: wrong value in shard $i: $(cut -c1-120 "$T/get.out")"
-        else
-            [ "$i" != "$want" ] || bad "key ${k:0:40} is not in its shard $want: $(cat "$T/get.out")"
+# place TAG: set keys through SVC; each must be in exactly its shard. Sets $placed (requests).
+place() {
+    local tag=$1 k want i n=0 before=$rc
+    local keys=()
+    for n in $(seq 1 24); do keys+=("$tag:$n:$RANDOM"); done
+    keys+=("$tag" "$tag$(printf 'x%.0s' $(seq 1 $((250 - ${#tag}))))") # short, and 250 bytes
+    placed=0
+    for k in "${keys[@]}"; do
+        if ! kv_b set --server "$ADDR_A:$SVC" "$k" "value-of-$k" >"$T/set.out" 2>&1; then
+            bad "$tag: set ${k:0:40} through udp/$SVC: $(cat "$T/set.out")"
+            continue
         fi
+        placed=$((placed + 1))
+        want=$(shard_of "$k")
+        for i in $(seq 0 $((SHARDS - 1))); do
+            if kv_b get --server "$ADDR_A:$((BASE + i))" --timeout-ms 500 "$k" >"$T/get.out" 2>&1; then
+                [ "$i" = "$want" ] || bad "$tag: key ${k:0:40} found in shard $i, expected only in shard $want"
+                grep -qF "value-of-$k" "$T/get.out" || bad "$tag: key ${k:0:40}: wrong value in shard $i"
+            else
+                [ "$i" != "$want" ] || bad "$tag: key ${k:0:40} is not in its shard $want: $(cat "$T/get.out")"
+            fi
+        done
     done
-done
-[ $rc -eq 0 ] && ok "${#keys[@]} keys set through udp/$SVC, each in exactly its shard (FNV-1a mod $SHARDS)"
+    [ $rc -eq "$before" ] && ok "$tag: ${#keys[@]} keys set through udp/$SVC, each in exactly its shard (FNV-1a mod $SHARDS)"
+    # get, add, delete of the first key follow it; three more requests
+    k=${keys[0]}
+    kv_b get --server "$ADDR_A:$SVC" "$k" | grep -qF "value-of-$k" && ok "$tag: get through udp/$SVC" ||
+        bad "$tag: get through udp/$SVC"
+    kv_b add --server "$ADDR_A:$SVC" "$k" other >/dev/null 2>&1 && bad "$tag: add of an existing key was stored" ||
+        ok "$tag: add of an existing key: NOT_STORED"
+    kv_b delete --server "$ADDR_A:$SVC" "$k" >/dev/null && ok "$tag: delete through udp/$SVC" ||
+        bad "$tag: delete through udp/$SVC"
+    kv_b get --server "$ADDR_A:$((BASE + $(shard_of "$k")))" --timeout-ms 500 "$k" >/dev/null 2>&1 &&
+        bad "$tag: the deleted key is still in its shard" || true
+    placed=$((placed + 3))
+}
 
-# ---- get, add and delete through the service port follow the same keys -----------------------
-k=${keys[0]}
-kv_b get --server "$ADDR_A:$SVC" "$k" | grep -qF "value-of-$k" && steered=$((steered + 1)) &&
-    ok "get through udp/$SVC finds the key in its shard" || bad "get through udp/$SVC"
-if kv_b add --server "$ADDR_A:$SVC" "$k" other >/dev/null 2>&1; then
-    bad "add of an existing key was stored"
-else
-    steered=$((steered + 1)) && ok "add of an existing key: NOT_STORED from its shard"
-fi
-kv_b delete --server "$ADDR_A:$SVC" "$k" >/dev/null && steered=$((steered + 1)) &&
-    ok "delete through udp/$SVC" || bad "delete through udp/$SVC"
-kv_b get --server "$ADDR_A:$((BASE + $(shard_of "$k")))" --timeout-ms 500 "$k" >/dev/null 2>&1 &&
-    bad "the deleted key is still in its shard" || ok "the key is gone from its shard"
+# span TAG: a get over keys of several shards through SVC returns every value (split, merged).
+span() {
+    local tag=$1 keys=() seen="" k s n
+    for n in $(seq 1 64); do
+        k="$tag:span:$n"
+        s=$(shard_of "$k")
+        case " $seen " in *" $s "*) continue ;; esac
+        seen="$seen $s"
+        keys+=("$k")
+        kv_b set --server "$ADDR_A:$((BASE + s))" "$k" "v-$k" >/dev/null || bad "$tag: set $k on shard $s"
+    done
+    if kv_b get --server "$ADDR_A:$SVC" "${keys[@]}" >"$T/span.out" 2>&1 &&
+        [ "$(grep -c '^.*: v-' "$T/span.out")" = "${#keys[@]}" ]; then
+        ok "$tag: a get of ${#keys[@]} keys on ${#keys[@]} shards through udp/$SVC: every value back"
+    else
+        bad "$tag: get spanning shards: $(cat "$T/span.out")"
+    fi
+}
 
-# ---- a multi-key get spanning shards is passed on untouched (no proxy listens yet) ----------
-a=x b=
-for n in $(seq 1 200); do # two keys on different shards
-    if [ "$(shard_of "span:$n")" != "$(shard_of span:0)" ]; then b="span:$n"; break; fi
-done
-a=span:0
-kv_b get --server "$ADDR_A:$SVC" --timeout-ms 300 "$a" "$b" >/dev/null 2>&1 || true
+place router
+router_requests=$placed
+span router
+
+# ---- 2. the XDP stage in front of the router ------------------------------------------------
+bl attach --iface "$IF_A" --port $SVC --stage "shard:shards=$SHARDS,base=$BASE" >/dev/null
+ok "shard stage attached on $IF_A udp/$SVC (shards=$SHARDS, base=$BASE)"
+place xdp
+steered=$placed
+span xdp
 
 # ---- the stage's counters ------------------------------------------------------------------
 ip netns exec "$NS_A" "$BL" --json stats --iface "$IF_A" >"$T/stats.json"
@@ -134,5 +161,26 @@ fi
 left=$(find "$BERTHA_BPFFS" -mindepth 1 2>/dev/null || true)
 [ -z "$left" ] && ok "nothing pinned" || bad "pins remain: $left"
 
+# ---- the router's counters: it saw part 1, and of part 2 only the spanning get --------------
+netns_stop $proxy
+netns_untrack $proxy
+python3 - "$T/proxy.log" "$router_requests" <<'PY' || rc=1
+import re, sys
+line = [l for l in open(sys.argv[1]) if l.startswith("kv_proxy: requests")]
+if not line:
+    print("FAIL  the router printed no counters: " + open(sys.argv[1]).read()[-300:]); sys.exit(1)
+c = {k: int(v) for k, v in re.findall(r"(\w+) (\d+)", line[-1])}
+want_fwd = int(sys.argv[2])
+problems = []
+if c["forwarded"] != want_fwd:
+    problems.append(f"forwarded {c['forwarded']}, expected {want_fwd} (part 1 only: the stage steered part 2's)")
+if c["split"] != 2: problems.append(f"split {c['split']}, expected 2 (one spanning get per part)")
+if c["merged"] != 2: problems.append(f"merged {c['merged']}, expected 2")
+if c["expired"] or c["busy"]: problems.append(f"expired {c['expired']}, busy {c['busy']}")
+if problems:
+    print("FAIL  router counters: " + "; ".join(problems)); sys.exit(1)
+print(f"ok    router counters: forwarded {c['forwarded']} (part 1 only), split 2, merged 2")
+PY
+
 [ $rc -eq 0 ] || exit 1
-echo "shard offload with memcached shards: all checks passed"
+echo "sharding with memcached shards, the router and the XDP stage: all checks passed"
