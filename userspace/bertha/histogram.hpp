@@ -45,7 +45,12 @@ class Histogram {
     // the largest value recorded. 0 when empty.
     uint64_t percentile(double p) const noexcept {
         if (count_ == 0) return 0;
-        auto rank = uint64_t(std::ceil(std::clamp(p, 0.0, 100.0) / 100.0 * double(count_)));
+        // rank = ceil(p / 100 * count), in integers: with doubles, p = 99.9 and count = 1000
+        // give ceil(999.0000000000001) = 1000, one sample too far (the maximum). p is taken to
+        // a millionth of a percent.
+        const auto ppm = uint64_t(std::llround(std::clamp(p, 0.0, 100.0) * 1e6));
+        const unsigned __int128 scaled = (unsigned __int128)ppm * count_;
+        auto rank = uint64_t((scaled + 100'000'000 - 1) / 100'000'000);
         rank = std::max<uint64_t>(rank, 1);
         uint64_t seen = 0;
         for (size_t i = 0; i < kBuckets; ++i) {
