@@ -3,6 +3,7 @@
 // try it by hand; `kv check` checks memcached's semantics on a port (ours or memcached's).
 #include "check.hpp"
 #include "client.hpp"
+#include "load.hpp"
 #include "server.hpp"
 
 #include <CLI/CLI.hpp>
@@ -96,7 +97,67 @@ int main(int argc, char** argv) {
     check->add_option("--prefix", co.prefix, "prefix of every key (default: unique per run)");
     check->add_option("--timeout-ms", co.timeout_ms, "per request")->capture_default_str();
 
+    LoadOptions lo;
+    std::string mode = "closed", dist = "uniform";
+    auto* load = app.add_subcommand(
+        "load", "generate load on a memcached UDP port: closed loop (a window in flight) or open "
+                "loop (Poisson arrivals), uniform or Zipf keys; report throughput and "
+                "p50/p95/p99/p99.9/max latency (exit 1 if nothing came back or any reply was "
+                "unexpected)");
+    load->add_option("--server", lo.server, "a shard or service port, or memcached -U PORT")
+        ->required();
+    load->add_option("--mode", mode, "closed: --window in flight; open: Poisson at --rate")
+        ->check(CLI::IsMember({"closed", "open"}))
+        ->capture_default_str();
+    load->add_option("--window", lo.window, "closed loop: requests in flight")
+        ->check(CLI::Range(1u, 16384u))
+        ->capture_default_str();
+    load->add_option("--rate", lo.rate, "open loop: requests per second (Poisson arrivals)")
+        ->check(CLI::Range(1.0, 10e6))
+        ->capture_default_str();
+    load->add_option("--keys", lo.keys, "key space: key:0 .. key:K-1")
+        ->check(CLI::Range(uint64_t(1), uint64_t(100000000)))
+        ->capture_default_str();
+    load->add_option("--dist", dist, "key popularity")
+        ->check(CLI::IsMember({"uniform", "zipf"}))
+        ->capture_default_str();
+    load->add_option("--zipf-s", lo.zipf_s, "Zipf exponent: P(rank k) ~ k^-s")
+        ->check(CLI::Range(0.0, 10.0))
+        ->capture_default_str();
+    load->add_option("--key-size", lo.key_size, "bytes per key, \"key:<n>\" zero-padded")
+        ->check(CLI::Range(1u, 250u))
+        ->capture_default_str();
+    load->add_option("--value-size", lo.value_size, "bytes per value (sets and preload)")
+        ->check(CLI::Range(0u, 65000u))
+        ->capture_default_str();
+    load->add_option("--get-ratio", lo.get_ratio, "share of gets; the rest are sets")
+        ->check(CLI::Range(0.0, 1.0))
+        ->capture_default_str();
+    load->add_option("--warmup-s", lo.warmup_s, "seconds run but not recorded")
+        ->check(CLI::Range(0.0, 3600.0))
+        ->capture_default_str();
+    load->add_option("--duration-s", lo.duration_s, "seconds measured")
+        ->check(CLI::Range(0.01, 3600.0))
+        ->capture_default_str();
+    load->add_option("--timeout-ms", lo.timeout_ms, "a request outstanding this long is lost")
+        ->check(CLI::Range(1u, 60000u))
+        ->capture_default_str();
+    load->add_option("--batch", lo.batch, "datagrams per sendmmsg/recvmmsg")
+        ->check(CLI::Range(1u, 256u))
+        ->capture_default_str();
+    load->add_option("--seed", lo.seed, "keys, operations and arrival times")
+        ->capture_default_str();
+    load->add_flag("--preload", lo.preload, "set every key once before the run, so gets hit");
+    load->add_flag("--json", lo.json, "one JSON object instead of the table");
+    load->add_flag("--progress", lo.progress, "a line per second on stderr");
+
     CLI11_PARSE(app, argc, argv);
+
+    if (load->parsed()) {
+        lo.open_loop = mode == "open";
+        lo.zipf = dist == "zipf";
+        return run_load(lo);
+    }
 
     if (server->parsed()) return run_server(so);
     if (check->parsed()) return run_check(co);

@@ -1,0 +1,39 @@
+// `kv load`: a load generator for any memcached UDP port (a kv shard, the service port, memcached
+// itself). Closed loop (a window of requests in flight) or open loop (Poisson arrivals at a
+// rate, latency from the intended send time); uniform or Zipf keys; get/set mix; warm-up, then a
+// measured window; throughput and p50/p95/p99/p99.9/max latency (bertha::Histogram: <= 1/128
+// relative error). One unconnected UDP socket, batched sendmmsg/recvmmsg, request templates
+// built once, a fixed table of the 65536 request ids: nothing is allocated per request.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace bertha::kv {
+
+struct LoadOptions {
+    std::string server;        // "127.0.0.1:11301"
+    bool open_loop = false;    // --mode open
+    uint32_t window = 16;      // closed: requests in flight
+    double rate = 10000;       // open: requests per second (Poisson)
+    uint64_t keys = 10000;     // key space: key 0 .. keys-1
+    bool zipf = false;         // --dist zipf (else uniform)
+    double zipf_s = 0.99;      // Zipf exponent
+    uint32_t key_size = 16;    // bytes, 1..250
+    uint32_t value_size = 32;  // bytes of every set
+    double get_ratio = 0.9;    // share of gets (the rest are sets)
+    double warmup_s = 1;       // run but do not record
+    double duration_s = 5;     // the measured window
+    uint32_t timeout_ms = 500; // a request outstanding this long is lost
+    uint32_t batch = 32;       // datagrams per sendmmsg/recvmmsg
+    uint64_t seed = 1;         // keys, operations and arrival times
+    bool preload = false;      // set every key once before the run
+    bool json = false;         // one JSON object instead of the table
+    bool progress = false;     // a line per second on stderr
+};
+
+// Exit code: 0 on success; 1 when nothing came back or any reply was unexpected (errors > 0);
+// 2 when the run could not start (bad options, no socket, preload failed).
+int run_load(const LoadOptions& o);
+
+} // namespace bertha::kv
