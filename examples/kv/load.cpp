@@ -9,6 +9,7 @@
 #include "bertha/addr.hpp"
 #include "bertha/fd.hpp"
 #include "bertha/histogram.hpp"
+#include "bertha/kv.h"
 #include "kv/protocol.hpp"
 #include "load_model.hpp"
 
@@ -18,6 +19,7 @@
 #include <cstring>
 #include <ctime>
 #include <memory>
+#include <netinet/in.h>
 #include <poll.h>
 #include <random>
 #include <string_view>
@@ -98,8 +100,11 @@ class Engine {
         rx_bufs_.assign(b * kRxBuf, 0);
         rx_iov_.resize(b);
         rx_msgs_.resize(b);
+        tx_to_.resize(b);
         for (size_t i = 0; i < b; ++i) {
-            tx_msgs_[i].msg_hdr.msg_name = const_cast<sockaddr*>(server_.sa());
+            // Each slot's own destination: the server, or (--shards) the key's shard's port.
+            std::memcpy(&tx_to_[i], server_.sa(), server_.len());
+            tx_msgs_[i].msg_hdr.msg_name = &tx_to_[i];
             tx_msgs_[i].msg_hdr.msg_namelen = server_.len();
             tx_msgs_[i].msg_hdr.msg_iov = &tx_iov_[i];
             tx_msgs_[i].msg_hdr.msg_iovlen = 1;
@@ -232,6 +237,16 @@ class Engine {
         buf[0] = char(id >> 8);
         buf[1] = char(id & 0xff);
         format_key(buf + kHeaderSize + 4, o_.key_size, key);
+        if (o_.shards) { // client-side sharding: straight to the key's shard, as shard/client
+            auto* k = reinterpret_cast<const unsigned char*>(buf + kHeaderSize + 4);
+            uint16_t port = uint16_t(o_.base + bertha_shard_of(bertha_shard_hash(k, o_.key_size),
+                                                               o_.shards));
+            auto& to = tx_to_[nq_];
+            if (to.ss_family == AF_INET)
+                reinterpret_cast<sockaddr_in*>(&to)->sin_port = htons(port);
+            else
+                reinterpret_cast<sockaddr_in6*>(&to)->sin6_port = htons(port);
+        }
         tx_iov_[nq_] = {buf, get ? get_len_ : set_len_};
         tx_ids_[nq_] = id;
         table_[id] = Pending{t_ns, key, true, op, measured, false, false, 0};
@@ -419,6 +434,7 @@ class Engine {
     std::vector<char> get_bufs_, set_bufs_, rx_bufs_, expected_key_;
     std::vector<iovec> tx_iov_, rx_iov_;
     std::vector<mmsghdr> tx_msgs_, rx_msgs_;
+    std::vector<sockaddr_storage> tx_to_;
     std::vector<uint16_t> tx_ids_;
     size_t nq_ = 0;
 

@@ -27,6 +27,8 @@ struct LoadOptions {
     uint32_t timeout_ms = 500; // a request outstanding this long is lost
     uint32_t batch = 32;       // datagrams per sendmmsg/recvmmsg
     uint64_t seed = 1;         // keys, operations and arrival times
+    uint32_t shards = 0;       // client-side sharding: each request to base + its key's shard
+    uint32_t base = 0;         //   (on the server's address); 0 shards: all to --server
     bool preload = false;      // set every key once before the run
     bool json = false;         // one JSON object instead of the table
     bool progress = false;     // a line per second on stderr

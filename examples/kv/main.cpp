@@ -4,6 +4,7 @@
 #include "check.hpp"
 #include "client.hpp"
 #include "load.hpp"
+#include "bertha/kv.h"
 #include "server.hpp"
 
 #include <CLI/CLI.hpp>
@@ -147,6 +148,12 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     load->add_option("--seed", lo.seed, "keys, operations and arrival times")
         ->capture_default_str();
+    load->add_option("--shards", lo.shards,
+                     "client-side sharding: send each request to --base + its key's shard (the "
+                     "server's address; bertha/kv.h's hash, as shard/client)")
+        ->check(CLI::Range(0, BERTHA_SHARD_MAX));
+    load->add_option("--base", lo.base, "with --shards: shard 0's UDP port")
+        ->check(CLI::Range(0, 65535));
     load->add_flag("--preload", lo.preload, "set every key once before the run, so gets hit");
     load->add_flag("--json", lo.json, "one JSON object instead of the table");
     load->add_flag("--progress", lo.progress, "a line per second on stderr");
@@ -156,6 +163,10 @@ int main(int argc, char** argv) {
     if (load->parsed()) {
         lo.open_loop = mode == "open";
         lo.zipf = dist == "zipf";
+        if (lo.shards && (lo.base == 0 || lo.base + lo.shards - 1 > 65535)) {
+            std::fprintf(stderr, "kv load: --shards needs --base, with base + shards - 1 <= 65535\n");
+            return 2;
+        }
         return run_load(lo);
     }
 
