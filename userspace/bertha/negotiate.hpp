@@ -30,7 +30,11 @@ struct Options {
     bool enabled = true;  // false: a pre-arranged stack, no exchange at all
     bool zero_rtt = true; // reuse a cached choice and send data at once
     std::chrono::microseconds first_timeout{5000}; // then doubling
-    int tries = 6;                                 // 5+10+20+40+80+160 ms = 315 ms in all
+    // 5+10+...+640 ms = 1275 ms in all. A server may load BPF programs for the connection
+    // before it answers (its first offload attach on an interface: 15-25 ms natively, and
+    // well over 300 ms under emulation on a busy host, seen in vmtest); the early tries keep a
+    // lost datagram cheap.
+    int tries = 8;
     std::chrono::milliseconds accept_idle{2000};   // a half-negotiated peer is dropped after
 };
 
