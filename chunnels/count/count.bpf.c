@@ -5,21 +5,7 @@
  * the fallback counts, so the stage counts it as `miss` instead, and the two agree. It proves the offload machinery — flow lookup, chains, counters, explain —
  * before any real offload, and it is the model a stage follows. One program per hook: the
  * loader loads the one the chain needs. */
-#include "bertha/negotiation.h"
 #include "bertha/stage.h"
-
-/* The UDP payload of the packet the dispatcher parsed: is it negotiation? */
-static __always_inline int negotiation(const void *data, const void *end,
-				       const struct bertha_scratch *s)
-{
-	__u16 off = s->pkt.payload_off;
-
-	/* The verifier wants packet offsets below 64 KiB; a 24-byte payload cannot start this late
-	 * in a linear frame anyway. */
-	if (off > 0xffff - BERTHA_NEG_HEADER_SIZE)
-		return 0;
-	return bertha_is_negotiation((const unsigned char *)data + off, s->pkt.payload_len, end);
-}
 
 SEC("xdp")
 int count_xdp(struct xdp_md *ctx)
@@ -28,7 +14,7 @@ int count_xdp(struct xdp_md *ctx)
 
 	if (!s)
 		return XDP_PASS;
-	if (negotiation((void *)(long)ctx->data, (void *)(long)ctx->data_end, s))
+	if (bertha_pkt_is_negotiation((void *)(long)ctx->data, (void *)(long)ctx->data_end, s))
 		bertha_count(s, BERTHA_HOOK_XDP, BERTHA_C_MISS);
 	else
 		bertha_count(s, BERTHA_HOOK_XDP, BERTHA_C_PASS);
@@ -42,7 +28,7 @@ int count_tc(struct __sk_buff *skb)
 
 	if (!s)
 		return TC_ACT_UNSPEC;
-	if (negotiation((void *)(long)skb->data, (void *)(long)skb->data_end, s))
+	if (bertha_pkt_is_negotiation((void *)(long)skb->data, (void *)(long)skb->data_end, s))
 		bertha_count(s, BERTHA_HOOK_TC_EGRESS, BERTHA_C_MISS);
 	else
 		bertha_count(s, BERTHA_HOOK_TC_EGRESS, BERTHA_C_PASS);

@@ -13,7 +13,6 @@
  * check it against, and the proxy's own): see chunnels/shard/README.md for the grammar. */
 #include "bertha/csum.h"
 #include "bertha/kv.h"
-#include "bertha/negotiation.h"
 #include "bertha/stage.h"
 #include "shard_wire.h"
 
@@ -228,17 +227,6 @@ static __always_inline __u32 shard_pick(struct xdp_md *ctx, struct shard_work *w
 	return SHARD_NONE;
 }
 
-/* The UDP payload of the packet the dispatcher parsed: is it negotiation? (as count.bpf.c) */
-static __always_inline int negotiation(const void *data, const void *end,
-				       const struct bertha_scratch *s)
-{
-	__u16 off = s->pkt.payload_off;
-
-	if (off > 0xffff - BERTHA_NEG_HEADER_SIZE)
-		return 0;
-	return bertha_is_negotiation((const unsigned char *)data + off, s->pkt.payload_len, end);
-}
-
 SEC("xdp")
 int shard_steer(struct xdp_md *ctx)
 {
@@ -265,7 +253,7 @@ int shard_steer(struct xdp_md *ctx)
 		return bertha_xdp_next(ctx, s);
 	}
 	shard = SHARD_NONE;
-	if (plen > BERTHA_MC_UDP_HDR && !negotiation(data, end, s)) {
+	if (plen > BERTHA_MC_UDP_HDR && !bertha_pkt_is_negotiation(data, end, s)) {
 		n = plen < SHARD_BUF ? plen : SHARD_BUF;
 		asm volatile("" : "+r"(n)); /* keep the bound where the verifier sees it */
 		if (n > SHARD_BUF)

@@ -18,6 +18,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "bertha/flow.h"
+#include "bertha/negotiation.h"
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -101,6 +102,21 @@ static __always_inline void bertha_count_slot(struct bertha_scratch *s, __u32 ho
 static __always_inline void bertha_count(struct bertha_scratch *s, __u32 hook, __u32 counter)
 {
 	bertha_count_slot(s, hook, bertha_slot, counter);
+}
+
+/* Is the packet the dispatcher parsed a negotiation datagram (negotiation.h)? A stage that
+ * counts or steers data leaves those alone, as the negotiation layer takes them out of the
+ * data path in userspace. */
+static __always_inline int bertha_pkt_is_negotiation(const void *data, const void *end,
+						     const struct bertha_scratch *s)
+{
+	__u16 off = s->pkt.payload_off;
+
+	/* The verifier wants packet offsets below 64 KiB; a header-long payload cannot start this
+	 * late in a linear frame anyway. */
+	if (off > 0xffff - BERTHA_NEG_HEADER_SIZE)
+		return 0;
+	return bertha_is_negotiation((const unsigned char *)data + off, s->pkt.payload_len, end);
 }
 
 /* Hand the packet to the next stage of the chain; after the last stage, to the kernel. */
