@@ -57,6 +57,8 @@ Result<std::string> KvClient::call(std::string_view body, size_t replies) {
             ++stale_;
             continue;
         }
+        // memcached marks some one-datagram replies (a multi-get, in 1.6) "0 of 0": whole too.
+        if (f->seq == 0 && f->total == 0) f->total = 1;
         if (auto single = require_single(*f); !single)
             return fail(bertha::Errc::unavailable, kComp,
                         "a reply from " + server_.to_string() + " is datagram " +
