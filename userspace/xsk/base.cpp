@@ -9,15 +9,12 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <thread>
 
 namespace bertha {
 
 namespace {
 
 constexpr std::string_view kComponent = "xsk";
-constexpr int kBusyTries = 50; // x kBusyWait: how long a queue may stay busy after a close
-constexpr auto kBusyWait = std::chrono::milliseconds(20);
 constexpr auto kSendPatience = std::chrono::milliseconds(200); // a full TX ring, at most
 
 // "AF_XDP cannot run here" in every form: a select then falls back to the next base.
@@ -91,16 +88,10 @@ Result<XskConn> XskConn::open(const XskBaseOptions& o, const std::string& ifname
         xo.peer = peer;
         xo.mode = mode;
         xo.fill_size = xo.comp_size = xo.rx_size = xo.tx_size = o.ring_size;
-        auto s = XskSocket::open(xo);
-        // A socket closed a moment ago (discovery's AF_XDP probe of this very queue) frees its
-        // buffer pool in a kernel work item, and until then the queue is busy: ask again, for
-        // a bounded time.
-        for (int tries = 0; !s && s.error().sys_errno == EBUSY && tries < kBusyTries; ++tries) {
-            std::this_thread::sleep_for(kBusyWait);
-            s = XskSocket::open(xo);
-        }
+        auto s = XskSocket::open(xo); // it waits out a queue still busy from a closed socket
         if (!s) return cannot(ifname, s.error().what());
         c.socks_.push_back(std::move(*s));
+        c.pfds_.push_back({c.socks_.back().fd(), POLLIN, 0});
     }
 
     OffloadFlow flow;
@@ -167,10 +158,9 @@ Result<size_t> XskConn::recv(std::span<Msg> batch, Deadline deadline) {
         }
         auto now = Clock::now();
         if (deadline == no_wait || now >= deadline) return size_t(0);
-        std::vector<pollfd> fds; // control path of a multi-queue wait; not per message
-        for (auto& s : socks_) fds.push_back({s.fd(), POLLIN, 0});
         auto ms = std::chrono::ceil<std::chrono::milliseconds>(deadline - now).count();
-        if (::poll(fds.data(), fds.size(), int(std::min<int64_t>(ms, 1000))) < 0 && errno != EINTR)
+        if (::poll(pfds_.data(), pfds_.size(), int(std::min<int64_t>(ms, 1000))) < 0 &&
+            errno != EINTR)
             return fail_sys(std::string(kComponent), "poll", errno);
     }
 }

@@ -24,6 +24,7 @@
 #include "xsk/xsk.hpp"
 
 #include <memory>
+#include <poll.h>
 #include <optional>
 #include <span>
 #include <string>
@@ -87,6 +88,7 @@ class XskConn {
     Fd port_;                     // the kernel socket that holds the port
     std::vector<XskSocket> socks_; // one per RX queue; socks_[0] sends
     OffloadHandle offload_;        // the flow's [xsk] chain (after the sockets: goes first)
+    std::vector<pollfd> pfds_;     // the sockets, for a multi-queue recv that waits
     size_t next_ = 0;              // the queue recv looks at first (fairness across queues)
     uint64_t sent_ = 0, received_ = 0;
 };

@@ -15,6 +15,7 @@
 #include <optional>
 #include <poll.h>
 #include <sched.h>
+#include <thread>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <xdp/xsk.h>
@@ -43,6 +44,8 @@ std::string_view to_string(XskMode m) noexcept {
 namespace {
 
 constexpr int kMaxRecvRounds = 1'000'000; // polls in one recv (each bounded by the deadline)
+constexpr int kBusyTries = 25;             // x kBusyWait: how long a queue may stay busy after a
+constexpr auto kBusyWait = std::chrono::milliseconds(20); // close before bind gives up
 constexpr int kMaxWaitRounds = 10'000;    // polls while send waits for TX room
 constexpr auto kPollSlice = std::chrono::seconds(1); // one poll's longest wait
 
@@ -160,6 +163,15 @@ Result<void> XskSocket::Impl::bind(XskMode m) {
     tx = {};
     xsk_socket* s = nullptr;
     int err = xsk_socket__create(&s, o.ifname.c_str(), o.queue, (*u)->get(), &rx, &tx, &cfg);
+    // A socket closed a moment ago on this queue (discovery's AF_XDP probe, a previous
+    // connection) frees its buffer pool in a kernel work item, and until then the queue is
+    // busy: ask again for a bounded time (a queue really in use stays busy, and is refused).
+    for (int tries = 0; err == -EBUSY && tries < kBusyTries; ++tries) {
+        std::this_thread::sleep_for(kBusyWait);
+        rx = {};
+        tx = {};
+        err = xsk_socket__create(&s, o.ifname.c_str(), o.queue, (*u)->get(), &rx, &tx, &cfg);
+    }
     if (err) {
         // "bind in zero-copy mode: Operation not supported (the driver has no ...)"
         std::string why =
