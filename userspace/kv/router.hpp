@@ -14,7 +14,8 @@
 // Where the XDP stage runs, it steers what it can and this router gets the rest (the datagrams
 // the stage passes on). Without the stage, the router carries everything.
 //
-// One thread; two UDP sockets (the service port, and one towards the shards); fixed tables (an
+// One thread; two UDP sockets (the service port, and one towards the shards); the decisions are
+// kv::RouterCore's (router_core.hpp), which the shard chunnel drives too: fixed tables (an
 // upstream request id per outstanding request, 65536 of them; 1024 split gets at a time); no
 // allocation per request except for a split get's merged reply.
 #pragma once
@@ -23,6 +24,7 @@
 #include "bertha/chunnel.hpp"
 #include "bertha/error.hpp"
 #include "bertha/fd.hpp"
+#include "kv/router_core.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -40,16 +42,6 @@ struct RouterOptions {
     std::chrono::milliseconds timeout{1000}; // an unanswered request is forgotten after this
 };
 
-struct RouterStats {
-    uint64_t requests = 0;  // datagrams from clients
-    uint64_t forwarded = 0; // sent to one shard whole
-    uint64_t split = 0;     // gets split over several shards
-    uint64_t replies = 0;   // datagrams relayed back to clients
-    uint64_t merged = 0;    // merged replies of split gets
-    uint64_t expired = 0;   // requests forgotten unanswered
-    uint64_t busy = 0;      // requests dropped: every upstream id or split slot in use
-    uint64_t stray = 0;     // shard datagrams matching nothing outstanding
-};
 
 class Router {
   public:
