@@ -68,6 +68,10 @@ struct ChunnelInfo {
     Scope scope = Scope::multilateral;
     Need needs = Need::none;
     Where where = Where::both;
+    // Its messages travel between the client and several ports of the server (shard/client
+    // sends to the shards' ports; under shard/xdp the shards answer from theirs): a stack with
+    // such an implementation anywhere connects its base with ConnectContext::peer_any_port.
+    bool any_peer_port = false;
 };
 
 // What this host can do, and why not where it cannot: filled by discovery (probe(&peer).facts
@@ -108,6 +112,10 @@ struct ConnectContext {
     std::string_view chosen = {};
     std::span<const uint8_t> params = {};
     FlowFacts flow = {};
+    // For a base's connect: take datagrams from every port of the peer's address, and send a
+    // message to its own peer() when it names one (ChunnelInfo::any_peer_port). A base that
+    // cannot fails with Errc::unavailable, so that a select of bases falls back.
+    bool peer_any_port = false;
 };
 
 // A connection moves batches of Data. `send` consumes the batch (messages handed on, slots
@@ -139,6 +147,15 @@ concept HasLocal = requires(const C& c) {
 template <class C>
 concept HasPeer = requires(const C& c) {
     { c.peer() } -> std::convertible_to<Addr>;
+};
+
+// A connection with a descriptor that polls readable when its recv may have something new, for
+// a caller that waits on it together with other descriptors (shard's relay: the client side
+// and its upstream socket). -1: none now (the caller waits in short slices instead). A caller
+// first tries recv with no_wait: what a layer already holds does not show on the descriptor.
+template <class C>
+concept HasWaitFd = requires(const C& c) {
+    { c.wait_fd() } -> std::convertible_to<int>;
 };
 
 // A connection that can hand back the one it wraps (to rebuild a stack under another choice).

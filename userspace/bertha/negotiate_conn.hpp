@@ -146,6 +146,7 @@ class NegClientConn {
 
     Result<size_t> alloc(std::span<Msg> out) requires CanAlloc<Base> { return base_.alloc(out); }
     void describe(std::vector<std::string>& out) const { base_.describe(out); }
+    int wait_fd() const requires HasWaitFd<Base> { return base_.wait_fd(); }
     Base& inner() { return base_; }
     const ClientState& state() const { return *st_; }
 
@@ -421,6 +422,7 @@ class NegServerConn {
     }
     Result<size_t> alloc(std::span<Msg> out) requires CanAlloc<Base> { return base_.alloc(out); }
     void describe(std::vector<std::string>& out) const { base_.describe(out); }
+    int wait_fd() const requires HasWaitFd<Base> { return base_.wait_fd(); }
     Base& inner() { return base_; }
     uint64_t negotiation_dropped() const { return dropped_; }
     uint64_t stale_dropped() const { return stale_; }

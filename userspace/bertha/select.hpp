@@ -39,8 +39,13 @@ template <class... Cs> class SelectConn {
     void describe(std::vector<std::string>& out) const {
         std::visit([&](const auto& c) { c.describe(out); }, v_);
     }
+    int wait_fd() const requires(HasWaitFd<Cs>&&...) {
+        return std::visit([](const auto& c) { return int(c.wait_fd()); }, v_);
+    }
     size_t chosen() const noexcept { return v_.index(); }
     template <class C> C* get_if() noexcept { return std::get_if<C>(&v_); }
+    // Call f on the running alternative (alternatives may share a type, where get_if cannot).
+    template <class F> decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), v_); }
     // The local address and the peer, when every alternative says (the stack's flow facts).
     Addr local() const requires(HasLocal<Cs>&&...) {
         return std::visit([](const auto& c) -> Addr { return c.local(); }, v_);

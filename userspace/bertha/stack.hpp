@@ -136,6 +136,7 @@ template <class B> class SharedBase {
     { b_->restart(std::move(m)); }
     bool closed() const requires requires(const B& b) { b.closed(); }
     { return b_->closed(); }
+    int wait_fd() const requires HasWaitFd<B> { return b_->wait_fd(); }
     B& inner() { return *b_; }
     const std::shared_ptr<B>& shared() const { return b_; }
 
@@ -223,6 +224,17 @@ template <class... Chs> class Stack {
         return yes;
     }
 
+    // Does an implementation in this stack talk to several ports of the peer? Then the base
+    // connects with ConnectContext::peer_any_port (chunnel.hpp).
+    static bool wants_any_peer_port() {
+        bool any = false;
+        auto scan = [&](const std::vector<ChunnelInfo>& alts) {
+            for (auto& a : alts) any |= a.any_peer_port;
+        };
+        (scan(detail::slot_decl_of<Chs>().alts), ...);
+        return any;
+    }
+
   public:
     explicit Stack(Chs... chs) : chs_(std::move(chs)...) {}
 
@@ -269,6 +281,7 @@ template <class... Chs> class Stack {
         ConnectContext ctx = ctx_in;
         ctx.side = Side::client;
         if (ctx.flow.peer.empty()) ctx.flow.peer = peer;
+        if (wants_any_peer_port()) ctx.peer_any_port = true;
         if (!ctx.host) {
             const ProbeReport& r = probe(&peer); // the interface towards the peer
             ctx.host = &r.facts;

@@ -51,6 +51,7 @@ class UdpEngine {
 
     bool connected() const { return connected_; }
     bool multishot() const { return multishot_; }
+    int ring_fd() const { return ring_.ring_fd; }
     const Addr& local() const { return local_; }
     UdpStats stats;
 
@@ -507,12 +508,28 @@ Result<size_t> UdpEngine::alloc(std::span<Msg> out) {
 // ---------------------------------------------------------------------------------------------
 // UdpConn
 
-UdpConn::UdpConn(std::unique_ptr<UdpEngine> e) : e_(std::move(e)) {}
+UdpConn::UdpConn(std::unique_ptr<UdpEngine> e, Addr any_port_peer)
+    : e_(std::move(e)), any_port_peer_(any_port_peer) {}
 UdpConn::UdpConn(UdpConn&&) noexcept = default;
 UdpConn& UdpConn::operator=(UdpConn&&) noexcept = default;
 UdpConn::~UdpConn() = default;
 
+namespace {
+// The same host: family and address equal, whatever the ports.
+bool same_host(const Addr& a, const Addr& b) {
+    if (a.family() != b.family()) return false;
+    if (a.family() == AF_INET)
+        return reinterpret_cast<const sockaddr_in*>(a.sa())->sin_addr.s_addr ==
+               reinterpret_cast<const sockaddr_in*>(b.sa())->sin_addr.s_addr;
+    return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(a.sa())->sin6_addr,
+                       &reinterpret_cast<const sockaddr_in6*>(b.sa())->sin6_addr, 16) == 0;
+}
+} // namespace
+
 Result<size_t> UdpConn::send(std::span<Msg> batch) {
+    if (!any_port_peer_.empty())
+        for (auto& m : batch)
+            if (m && m.peer().empty()) m.set_peer(any_port_peer_);
     return e_->send(batch, nullptr);
 }
 
@@ -520,13 +537,23 @@ Result<size_t> UdpConn::recv(std::span<Msg> batch, Deadline deadline) {
     size_t n = 0;
     auto sink = [&](Msg&& m) {
         if (n == batch.size()) return false;
+        if (!any_port_peer_.empty() && !same_host(m.peer(), any_port_peer_)) {
+            ++e_->stats.foreign; // taken and dropped: not this connection's
+            return true;
+        }
         batch[n++] = std::move(m);
         return true;
     };
     if (batch.empty()) return size_t(0);
-    auto r = e_->wait_into(sink, deadline);
-    if (!r) return std::unexpected(std::move(r.error()));
+    do { // a round that only dropped foreign datagrams waits again
+        auto r = e_->wait_into(sink, deadline);
+        if (!r) return std::unexpected(std::move(r.error()));
+    } while (n == 0 && Clock::now() < deadline);
     return n;
+}
+
+int UdpConn::wait_fd() const {
+    return e_->ring_fd();
 }
 
 Result<size_t> UdpConn::alloc(std::span<Msg> out) {
@@ -616,6 +643,9 @@ Result<size_t> UdpPeerConn::alloc(std::span<Msg> out) {
     if (!d_) return peer_gone(peer_);
     return d_->e_->alloc(out);
 }
+int UdpPeerConn::wait_fd() const {
+    return d_ ? d_->e_->ring_fd() : -1;
+}
 void UdpPeerConn::describe(std::vector<std::string>& out) const {
     out.push_back(name_of(UdpConn::info));
 }
@@ -638,20 +668,33 @@ Addr UdpListener::local() const {
 const UdpStats& UdpListener::stats() const {
     return d_->e_->stats;
 }
+int UdpListener::wait_fd() const {
+    return d_->e_->ring_fd();
+}
 
 // ---------------------------------------------------------------------------------------------
 // Udp: the base chunnel.
 
-Result<UdpConn> Udp::connect(const Addr& peer, const ConnectContext&) const {
+Result<UdpConn> Udp::connect(const Addr& peer, const ConnectContext& ctx) const {
+    if (ctx.peer_any_port) {
+        // Not connected (a connected socket takes datagrams from the peer's one port only):
+        // bound to a fresh port of the wildcard address, with the peer kept by the connection.
+        if (peer.empty()) return fail(Errc::invalid_argument, "udp", "no address given");
+        Addr any;
+        any.sa()->sa_family = sa_family_t(peer.family());
+        auto e = UdpEngine::create(any, false, opts_);
+        if (!e) return std::unexpected(std::move(e.error()));
+        return UdpConn(std::move(*e), peer);
+    }
     auto e = UdpEngine::create(peer, true, opts_);
     if (!e) return std::unexpected(std::move(e.error()));
-    return UdpConn(std::move(*e));
+    return UdpConn(std::move(*e), Addr{});
 }
 
 Result<UdpConn> Udp::bind(const Addr& local, const ConnectContext&) const {
     auto e = UdpEngine::create(local, false, opts_);
     if (!e) return std::unexpected(std::move(e.error()));
-    return UdpConn(std::move(*e));
+    return UdpConn(std::move(*e), Addr{});
 }
 
 Result<UdpListener> Udp::listen(const Addr& local, const ConnectContext&) const {

@@ -38,6 +38,7 @@ struct UdpStats {
     uint64_t sent = 0, received = 0, truncated = 0, send_errors = 0, submits = 0;
     uint64_t dropped_queue_full = 0; // accepted peers whose queue was full (listener only)
     uint64_t dropped_backlog = 0;    // new peers beyond the accept backlog (listener only)
+    uint64_t foreign = 0; // from another address than the peer's (any-port connections only)
 };
 
 // A connection on the udp base: connected to one peer (connect) or talking to any (bind).
@@ -62,11 +63,19 @@ class UdpConn {
     Addr local() const;
     bool multishot() const; // which receive path is in use
     const UdpStats& stats() const;
+    // A descriptor that polls readable when recv may have something new (the ring's): for a
+    // caller that waits on this connection and other descriptors together. Check recv with
+    // no_wait before polling: messages already taken from the ring do not show.
+    int wait_fd() const;
 
   private:
     friend class Udp;
-    explicit UdpConn(std::unique_ptr<UdpEngine> e);
+    UdpConn(std::unique_ptr<UdpEngine> e, Addr any_port_peer);
     std::unique_ptr<UdpEngine> e_;
+    // A connection that talks to every port of its peer (ConnectContext::peer_any_port): the
+    // socket is not connected; messages without a peer go to this one, and datagrams from
+    // another address are dropped (stats().foreign). Empty for a connected socket.
+    Addr any_port_peer_;
 };
 
 // One peer of a listener. Shares the listener's socket and ring; same thread only.
@@ -82,6 +91,7 @@ class UdpPeerConn {
     Result<size_t> alloc(std::span<Msg> out);
     void describe(std::vector<std::string>& out) const;
     const Addr& peer() const { return peer_; }
+    int wait_fd() const; // the listener's ring (UdpConn::wait_fd)
 
     // The peer started over (a new connection from the same address and port): this
     // connection closes, and `first` goes back to the listener as a new peer's first message.
@@ -105,6 +115,7 @@ class UdpListener {
     Result<std::optional<UdpPeerConn>> accept(Deadline deadline);
     Addr local() const;
     const UdpStats& stats() const;
+    int wait_fd() const; // the ring (UdpConn::wait_fd): its peers' too
 
   private:
     friend class Udp;

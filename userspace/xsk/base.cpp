@@ -176,11 +176,17 @@ void XskConn::describe(std::vector<std::string>& out) const {
                   " on " + ifname_ + ")");
 }
 
+int XskConn::wait_fd() const { return socks_.size() == 1 ? socks_[0].fd() : -1; }
+
 XskMode XskConn::mode() const { return socks_.empty() ? XskMode::automatic : socks_[0].mode(); }
 
 XskConnStats XskConn::stats() const { return {sent_, received_, uint32_t(socks_.size())}; }
 
 Result<XskConn> Xsk::connect(const Addr& peer, const ConnectContext& ctx) const {
+    if (ctx.peer_any_port)
+        return fail(Errc::unavailable, std::string(kComponent),
+                    "a connection to every port of its peer (the stack has shard/client or "
+                    "shard/xdp) is not supported on xsk yet");
     return XskConn::open(opts_, ctx.flow.ifname, Addr{}, peer);
 }
 
@@ -234,6 +240,8 @@ XskPeerConn& XskPeerConn::operator=(XskPeerConn&& o) noexcept {
     }
     return *this;
 }
+
+int XskPeerConn::wait_fd() const { return d_ ? d_->conn.wait_fd() : -1; }
 XskPeerConn::~XskPeerConn() {
     if (d_) d_->table.close(queue_);
 }

@@ -68,6 +68,7 @@ class XskConn {
     Result<size_t> recv(std::span<Msg> batch, Deadline deadline);
     Result<size_t> alloc(std::span<Msg> out);
     void describe(std::vector<std::string>& out) const;
+    int wait_fd() const; // the socket's, with one queue; -1 with several (HasWaitFd)
 
     Addr local() const { return local_; }
     Addr peer() const { return peer_; } // empty for bind
@@ -108,6 +109,7 @@ class XskPeerConn {
     Result<size_t> alloc(std::span<Msg> out);
     void describe(std::vector<std::string>& out) const;
     const Addr& peer() const { return peer_; }
+    int wait_fd() const; // the listener's (XskConn::wait_fd)
     Addr local() const;
     // The listener's chain: offloads attached for this peer's flow end in its sockets.
     std::optional<uint32_t> redirect_chain() const;
