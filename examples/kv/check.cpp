@@ -15,11 +15,12 @@ int run_check(const CheckOptions& o) {
         std::fprintf(stderr, "kv check: %s\n", addr.error().what().c_str());
         return 2;
     }
-    auto c = KvClient::open(*addr, ClientOptions{std::chrono::milliseconds(o.timeout_ms)});
+    auto c = KvClient::open(*addr, ClientOptions{std::chrono::milliseconds(o.timeout_ms), o.shard});
     if (!c) {
         std::fprintf(stderr, "kv check: %s\n", c.error().what().c_str());
         return 2;
     }
+    if (o.shard != ShardPref::none) std::printf("kv check: via %s\n", c->via().c_str());
     const std::string p =
         !o.prefix.empty()
             ? o.prefix

@@ -2,6 +2,8 @@
 // one server port (a kv shard, or memcached itself), so the two can be compared case by case.
 #pragma once
 
+#include "link.hpp"
+
 #include <chrono>
 #include <string>
 
@@ -11,6 +13,7 @@ struct CheckOptions {
     std::string server; // "127.0.0.1:11212"
     std::string prefix; // prepended to every key (default: unique per run)
     int timeout_ms = 1000;
+    ShardPref shard = ShardPref::none; // through the shard chunnel (server: a service port)
 };
 
 // Prints one line per check and a summary; returns 0 when every check passed.

@@ -1,5 +1,6 @@
-// KvClient (client.hpp): blocking sendto/recvfrom on an unconnected UDP socket, poll() for the
-// deadline. Replies are matched by request id only.
+// KvClient (client.hpp): one datagram out, then wait on the link (link.hpp: an unconnected UDP
+// socket, or a shard chunnel connection) until the reply or the deadline. Replies are matched
+// by request id only.
 #include "client.hpp"
 
 #include <cerrno>
@@ -14,16 +15,16 @@ constexpr size_t kDatagram = 65536;
 constexpr const char* kComp = "kv client";
 } // namespace
 
-KvClient::KvClient(Fd fd, Addr server, ClientOptions o)
-    : fd_(std::move(fd)), server_(server), opts_(o), buf_(kDatagram) {
+KvClient::KvClient(std::unique_ptr<Link> link, Addr server, ClientOptions o)
+    : link_(std::move(link)), server_(server), opts_(o), buf_(kDatagram) {
     // Start the ids somewhere random, so two runs do not take each other's late replies.
     next_id_ = uint16_t(std::random_device{}());
 }
 
 Result<KvClient> KvClient::open(const Addr& server, ClientOptions o) {
-    Fd fd(::socket(server.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) return fail_sys(kComp, "socket", errno);
-    return KvClient(std::move(fd), server, o);
+    auto link = o.shard == ShardPref::none ? socket_link(server.family()) : shard_link(server, o.shard);
+    if (!link) return std::unexpected(std::move(link.error()));
+    return KvClient(std::move(*link), server, o);
 }
 
 Result<std::string> KvClient::call(std::string_view body, size_t replies) {
@@ -32,8 +33,17 @@ Result<std::string> KvClient::call(std::string_view body, size_t replies) {
     Writer w(out);
     put_frame_header(w, id);
     w.put(body);
-    if (::sendto(fd_.get(), out.data(), w.size(), 0, server_.sa(), server_.len()) < 0)
-        return fail_sys(kComp, "send to " + server_.to_string(), errno);
+    iovec iov{out.data(), w.size()};
+    mmsghdr mh{};
+    mh.msg_hdr.msg_name = const_cast<sockaddr*>(server_.sa());
+    mh.msg_hdr.msg_namelen = server_.len();
+    mh.msg_hdr.msg_iov = &iov;
+    mh.msg_hdr.msg_iovlen = 1;
+    if (link_->send(std::span(&mh, 1)) != 1) {
+        std::string why = link_->last_error();
+        if (why.empty()) return fail_sys(kComp, "send to " + server_.to_string(), errno);
+        return fail(bertha::Errc::unavailable, kComp, "send to " + server_.to_string() + ": " + why);
+    }
 
     const auto deadline = std::chrono::steady_clock::now() + opts_.timeout;
     std::string acc; // the reply so far: memcached may send one datagram per reply line group
@@ -42,17 +52,24 @@ Result<std::string> KvClient::call(std::string_view body, size_t replies) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0) break;
-        pollfd p{fd_.get(), POLLIN, 0};
-        int r = ::poll(&p, 1, int(left.count()));
-        if (r < 0 && errno != EINTR) return fail_sys(kComp, "poll", errno);
-        if (r <= 0) continue;
-        ssize_t n = ::recv(fd_.get(), buf_.data(), buf_.size(), 0);
-        if (n < 0) {
+        iovec riov{buf_.data(), buf_.size()};
+        mmsghdr rh{};
+        rh.msg_hdr.msg_iov = &riov;
+        rh.msg_hdr.msg_iovlen = 1;
+        int r = link_->recv(std::span(&rh, 1));
+        if (r == 0) {
+            link_->wait(left);
+            continue;
+        }
+        if (r < 0) {
             if (errno == EINTR || errno == EAGAIN) continue;
+            if (!link_->last_error().empty())
+                return fail(bertha::Errc::unavailable, kComp, link_->last_error());
             // e.g. ECONNREFUSED from an ICMP port unreachable: nobody listens there
             return fail_sys(kComp, "no server at " + server_.to_string(), errno);
         }
-        auto f = parse_frame({buf_.data(), size_t(n)});
+        const size_t n = rh.msg_len;
+        auto f = parse_frame({buf_.data(), n});
         if (!f || f->request_id != id) {
             ++stale_;
             continue;

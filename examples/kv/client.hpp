@@ -1,5 +1,6 @@
 // KvClient: a small blocking client of the memcached text protocol over UDP, for a kv shard
-// port, the service port, or memcached itself (`memcached -U PORT`). Each call is one request
+// port, memcached itself (`memcached -U PORT`), or a kv server's service port through the shard
+// chunnel (ClientOptions::shard). Each call is one request
 // datagram with a fresh request id; the reply is matched by that id, from whatever source
 // port it comes (a shard behind a proxy or an XDP port rewrite answers from its own port), and
 // replies to earlier, timed-out requests are counted and skipped.
@@ -9,6 +10,7 @@
 #include "bertha/error.hpp"
 #include "bertha/fd.hpp"
 #include "kv/protocol.hpp"
+#include "link.hpp"
 
 #include <chrono>
 #include <optional>
@@ -21,6 +23,7 @@ namespace bertha::kv {
 
 struct ClientOptions {
     std::chrono::milliseconds timeout{1000}; // per request
+    ShardPref shard = ShardPref::none;       // through the shard chunnel (server: a service port)
 };
 
 struct Item {
@@ -55,14 +58,15 @@ class KvClient {
     Result<std::string> call(std::string_view body, size_t replies = 1);
 
     const Addr& server() const { return server_; }
+    std::string via() const { return link_->describe(); } // "udp socket", or the chunnel stack
     uint64_t stale_replies() const { return stale_; }
 
   private:
-    KvClient(Fd fd, Addr server, ClientOptions o);
+    KvClient(std::unique_ptr<Link> link, Addr server, ClientOptions o);
     Result<Response> exchange(const Request& r, std::string& reply);
     static bool complete(std::string_view acc, size_t replies);
 
-    Fd fd_;
+    std::unique_ptr<Link> link_;
     Addr server_;
     ClientOptions opts_;
     uint16_t next_id_ = 1;

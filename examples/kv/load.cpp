@@ -1,4 +1,5 @@
-// `kv load` (load.hpp). One thread, one unconnected UDP socket. Each pass of the loop: expire
+// `kv load` (load.hpp). One thread, one link (link.hpp: an unconnected UDP socket, or a shard
+// chunnel connection with --shard). Each pass of the loop: expire
 // requests older than the timeout, queue what is due (open loop: every Poisson arrival whose
 // intended time has come; closed loop: one request per reply or loss since the last pass),
 // send the queue with one sendmmsg, sleep in ppoll until a reply, the next arrival or the next
@@ -11,6 +12,7 @@
 #include "bertha/histogram.hpp"
 #include "bertha/kv.h"
 #include "kv/protocol.hpp"
+#include "link.hpp"
 #include "load_model.hpp"
 
 #include <array>
@@ -73,8 +75,8 @@ bool ends_with(std::string_view s, std::string_view p) {
 
 class Engine {
   public:
-    Engine(const LoadOptions& o, Fd fd, Addr server)
-        : o_(o), fd_(std::move(fd)), server_(server), table_(kIds),
+    Engine(const LoadOptions& o, std::unique_ptr<Link> link, Addr server)
+        : o_(o), link_(std::move(link)), server_(server), table_(kIds),
           hist_(std::make_unique<Histogram>()), lag_(std::make_unique<Histogram>()),
           keys_(o.keys, o.zipf, o.zipf_s), rng_(o.seed) {
         next_id_ = oldest_ = uint16_t(std::random_device{}());
@@ -208,7 +210,10 @@ class Engine {
     uint64_t late() const { return late_; }
     uint64_t unsent() const { return unsent_; }
     uint64_t unanswered() const { return unanswered_; }
-    int send_errno() const { return send_errno_; }
+    std::string send_error() const {
+        std::string e = link_->last_error();
+        return e.empty() ? std::string(std::strerror(send_errno_)) : e;
+    }
 
   private:
     static std::string value(size_t n) {
@@ -259,7 +264,7 @@ class Engine {
     void flush() {
         size_t done = 0;
         for (int tries = 0; done < nq_ && tries < 8; ++tries) {
-            int r = ::sendmmsg(fd_.get(), &tx_msgs_[done], unsigned(nq_ - done), 0);
+            int r = link_->send(std::span(&tx_msgs_[done], nq_ - done));
             if (r < 0) {
                 if (errno == EINTR || errno == EAGAIN || errno == ENOBUFS) continue;
                 send_errno_ = errno; // e.g. ECONNREFUSED from an earlier ICMP error
@@ -326,15 +331,12 @@ class Engine {
         if (inflight_ > 0) wake = std::min(wake, table_[oldest_].t_ns + o_.timeout_ms * kMs);
         wake = std::min(wake, now + 10 * kMs);
         if (wake <= now) return;
-        const uint64_t d = wake - now;
-        timespec ts{time_t(d / 1000000000ull), long(d % 1000000000ull)};
-        pollfd p{fd_.get(), POLLIN, 0};
-        ::ppoll(&p, 1, &ts, nullptr);
+        link_->wait(std::chrono::nanoseconds(wake - now));
     }
 
     void receive() {
         for (int round = 0; round < 8; ++round) {
-            int r = ::recvmmsg(fd_.get(), rx_msgs_.data(), o_.batch, MSG_DONTWAIT, nullptr);
+            int r = link_->recv(std::span(rx_msgs_.data(), o_.batch));
             if (r <= 0) return; // EAGAIN; ECONNREFUSED (an ICMP error) is noticed as loss
             const uint64_t now = now_ns();
             for (int i = 0; i < r; ++i)
@@ -417,7 +419,7 @@ class Engine {
     }
 
     const LoadOptions& o_;
-    Fd fd_;
+    std::unique_ptr<Link> link_;
     Addr server_;
     std::vector<Pending> table_; // by request id
     std::unique_ptr<Histogram> hist_;
@@ -485,14 +487,14 @@ int run_load(const LoadOptions& o) {
         return usage("--rate x --timeout-ms would keep over 65000 requests in flight, more than "
                      "memcached's 16-bit request ids name: lower one of them");
 
-    Fd fd(::socket(addr->family(), SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    if (!fd) return usage(std::string("socket: ") + std::strerror(errno));
-    int bufsize = 4 << 20;
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_RCVBUF, &bufsize, sizeof bufsize);
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
+    if (o.shard != ShardPref::none && o.shards)
+        return usage("--shard (negotiated) and --shards (client-side by hand) exclude each other");
+    auto link = o.shard == ShardPref::none ? socket_link(addr->family()) : shard_link(*addr, o.shard);
+    if (!link) return usage(link.error().what());
+    const std::string via = (*link)->describe();
     ::prctl(PR_SET_TIMERSLACK, 1000UL); // ppoll wakes within ~1 us of an arrival, not 50 us
 
-    auto engine = std::make_unique<Engine>(o, std::move(fd), *addr);
+    auto engine = std::make_unique<Engine>(o, std::move(*link), *addr);
     if (o.preload) {
         uint64_t missing = engine->preload();
         if (missing > 0)
@@ -509,7 +511,7 @@ int run_load(const LoadOptions& o) {
                    p999 = h.percentile(99.9);
     if (o.json) {
         std::printf(
-            "{\"server\":\"%s\",\"mode\":\"%s\",\"window\":%u,\"rate\":%.1f,\"keys\":%llu,"
+            "{\"server\":\"%s\",\"via\":\"%s\",\"mode\":\"%s\",\"window\":%u,\"rate\":%.1f,\"keys\":%llu,"
             "\"dist\":\"%s\",\"zipf_s\":%.3f,\"key_size\":%u,\"value_size\":%u,"
             "\"get_ratio\":%.3f,\"warmup_s\":%.3f,\"duration_s\":%.3f,\"timeout_ms\":%u,"
             "\"seed\":%llu,\"preload\":%s,"
@@ -518,7 +520,7 @@ int run_load(const LoadOptions& o) {
             "\"throughput_rps\":%.1f,\"latency_us\":{\"count\":%llu,\"min\":%.3f,\"p50\":%.3f,"
             "\"p95\":%.3f,\"p99\":%.3f,\"p99_9\":%.3f,\"max\":%.3f},"
             "\"send_lag_us\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f}}\n",
-            addr->to_string().c_str(), o.open_loop ? "open" : "closed", o.window, o.rate,
+            addr->to_string().c_str(), via.c_str(), o.open_loop ? "open" : "closed", o.window, o.rate,
             (unsigned long long)o.keys, o.zipf ? "zipf" : "uniform", o.zipf_s, o.key_size,
             o.value_size, o.get_ratio, o.warmup_s, o.duration_s, o.timeout_ms,
             (unsigned long long)o.seed, o.preload ? "true" : "false", (unsigned long long)c.sent,
@@ -530,6 +532,7 @@ int run_load(const LoadOptions& o) {
             us(lag.percentile(99)), us(lag.max()));
     } else {
         std::printf("kv load -> %s\n", addr->to_string().c_str());
+        std::printf("  via         %s\n", via.c_str());
         std::printf("  workload    %s%s\n", describe(o).c_str(), o.preload ? ", preloaded" : "");
         std::printf("  window      %.1f s warm-up, then %.1f s measured (timeout %u ms)\n",
                     o.warmup_s, o.duration_s, o.timeout_ms);
@@ -550,8 +553,8 @@ int run_load(const LoadOptions& o) {
                         "included in the latency)\n",
                         us(lag.percentile(50)), us(lag.percentile(99)), us(lag.max()));
         if (engine->unsent())
-            std::printf("  unsent      %llu (sendmmsg: %s)\n", (unsigned long long)engine->unsent(),
-                        std::strerror(engine->send_errno()));
+            std::printf("  unsent      %llu (send: %s)\n", (unsigned long long)engine->unsent(),
+                        engine->send_error().c_str());
     }
     if (c.replies == 0) {
         std::fprintf(stderr, "%s: no replies from %s\n", kComp, o.server.c_str());

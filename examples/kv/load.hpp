@@ -6,6 +6,8 @@
 // built once, a fixed table of the 65536 request ids: nothing is allocated per request.
 #pragma once
 
+#include "link.hpp"
+
 #include <cstdint>
 #include <string>
 
@@ -29,6 +31,8 @@ struct LoadOptions {
     uint64_t seed = 1;         // keys, operations and arrival times
     uint32_t shards = 0;       // client-side sharding: each request to base + its key's shard
     uint32_t base = 0;         //   (on the server's address); 0 shards: all to --server
+    ShardPref shard = ShardPref::none; // --shard: through the shard chunnel, negotiated with
+                                       //   the kv server's service port (--server)
     bool preload = false;      // set every key once before the run
     bool json = false;         // one JSON object instead of the table
     bool progress = false;     // a line per second on stderr

@@ -21,11 +21,17 @@ int fail_with(const bertha::Error& e) {
     return 2;
 }
 
-bertha::Result<KvClient> connect(const std::string& server, int timeout_ms) {
+bertha::Result<KvClient> connect(const std::string& server, int timeout_ms, ShardPref shard) {
     auto addr = bertha::Addr::parse(server);
     if (!addr) return std::unexpected(addr.error());
-    return KvClient::open(*addr, ClientOptions{std::chrono::milliseconds(timeout_ms)});
+    return KvClient::open(*addr, ClientOptions{std::chrono::milliseconds(timeout_ms), shard});
 }
+
+const char* kShardHelp =
+    "through the shard chunnel, negotiated with a kv server's service port (--server): auto "
+    "(xdp where the server can, else proxy), xdp, proxy, client (client-side hashing first); "
+    "none: a plain socket to --server";
+const std::vector<std::string> kShardChoices{"none", "auto", "xdp", "proxy", "client"};
 
 } // namespace
 
@@ -36,8 +42,8 @@ int main(int argc, char** argv) {
 
     ServerOptions so;
     auto* server = app.add_subcommand(
-        "server", "run N shards: shard i answers on UDP port PORT+1+i (PORT is left for the "
-                  "shard chunnel)");
+        "server", "run N shards (shard i answers on UDP port PORT+1+i) and the shard chunnel's "
+                  "service port PORT");
     server->add_option("--bind", so.bind, "local address, e.g. 198.18.0.1 or 127.0.0.1")
         ->capture_default_str();
     server->add_option("--port", so.port, "the service port P; shards use P+1 .. P+N")
@@ -52,10 +58,44 @@ int main(int argc, char** argv) {
     server->add_option("--batch", so.batch, "datagrams per recvmmsg/sendmmsg")
         ->check(CLI::Range(size_t(1), size_t(256)))
         ->capture_default_str();
+    std::string backend = "builtin";
+    server
+        ->add_option("--backend", backend,
+                     "builtin: shard threads; memcached: one memcached process per shard "
+                     "(UDP only, on the same ports), started and stopped by the server")
+        ->check(CLI::IsMember({"builtin", "memcached"}))
+        ->capture_default_str();
+    server
+        ->add_option("--memcached-bin", so.memcached.binary,
+                     "with --backend memcached: the memcached binary (a path, or found in PATH)")
+        ->capture_default_str();
+    server
+        ->add_option("--memcached-threads", so.memcached.threads,
+                     "with --backend memcached: worker threads per memcached (-t)")
+        ->check(CLI::Range(1u, 64u))
+        ->capture_default_str();
+    server
+        ->add_option("--memcached-mb", so.memcached.memory_mb,
+                     "with --backend memcached: item memory per memcached in MB (-m)")
+        ->check(CLI::Range(1u, 65536u))
+        ->capture_default_str();
+    server->add_flag("!--no-service", so.service,
+                     "leave the service port free (no shard chunnel listener there)");
+    server->add_flag("!--no-xdp", so.xdp,
+                     "do not offer shard/xdp on the service port (proxy or client only)");
+    server->add_option("--idle-s", so.idle_s, "close a client's connection after this long unused")
+        ->check(CLI::Range(1u, 86400u))
+        ->capture_default_str();
 
-    std::string addr;
+    std::string addr, shard = "none";
     int timeout_ms = 1000;
+    auto shard_opt = [&](CLI::App* sub) {
+        sub->add_option("--shard", shard, kShardHelp)
+            ->check(CLI::IsMember(kShardChoices))
+            ->capture_default_str();
+    };
     auto client_opts = [&](CLI::App* sub) {
+        shard_opt(sub);
         sub->add_option("--server", addr, "a shard or service port, e.g. 127.0.0.1:11212")
             ->required();
         sub->add_option("--timeout-ms", timeout_ms, "wait this long for the reply")
@@ -97,6 +137,7 @@ int main(int argc, char** argv) {
     check->add_option("--server", co.server, "e.g. 127.0.0.1:11212")->required();
     check->add_option("--prefix", co.prefix, "prefix of every key (default: unique per run)");
     check->add_option("--timeout-ms", co.timeout_ms, "per request")->capture_default_str();
+    shard_opt(check);
 
     LoadOptions lo;
     std::string mode = "closed", dist = "uniform";
@@ -152,6 +193,7 @@ int main(int argc, char** argv) {
                      "client-side sharding: send each request to --base + its key's shard (the "
                      "server's address; bertha/kv.h's hash, as shard/client)")
         ->check(CLI::Range(0, BERTHA_SHARD_MAX));
+    shard_opt(load);
     load->add_option("--base", lo.base, "with --shards: shard 0's UDP port")
         ->check(CLI::Range(0, 65535));
     load->add_flag("--preload", lo.preload, "set every key once before the run, so gets hit");
@@ -159,6 +201,8 @@ int main(int argc, char** argv) {
     load->add_flag("--progress", lo.progress, "a line per second on stderr");
 
     CLI11_PARSE(app, argc, argv);
+    const ShardPref pref = *parse_shard_pref(shard);
+    lo.shard = co.shard = pref;
 
     if (load->parsed()) {
         lo.open_loop = mode == "open";
@@ -170,10 +214,13 @@ int main(int argc, char** argv) {
         return run_load(lo);
     }
 
-    if (server->parsed()) return run_server(so);
+    if (server->parsed()) {
+        so.backend = backend == "memcached" ? Backend::memcached : Backend::builtin;
+        return run_server(so);
+    }
     if (check->parsed()) return run_check(co);
 
-    auto c = connect(addr, timeout_ms);
+    auto c = connect(addr, timeout_ms, pref);
     if (!c) return fail_with(c.error());
     if (get->parsed() || gets->parsed()) {
         std::vector<std::string_view> views(keys.begin(), keys.end());

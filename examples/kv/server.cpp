@@ -1,7 +1,9 @@
 // The kv server (server.hpp): per-shard threads over plain blocking UDP sockets, batched with
-// recvmmsg/sendmmsg. Plain sockets rather than bertha::Udp: a shard answers any peer from one
-// socket, needs no per-peer demultiplexing, and must look exactly like a memcached UDP port.
+// recvmmsg/sendmmsg (or, with --backend memcached, memcached processes: memcached_shards.hpp).
+// Plain sockets rather than bertha::Udp: a shard answers any peer from one socket, needs no
+// per-peer demultiplexing, and must look exactly like a memcached UDP port.
 #include "server.hpp"
+#include "service.hpp"
 
 #include "bertha/addr.hpp"
 #include "bertha/fd.hpp"
@@ -196,6 +198,102 @@ Result<Fd> open_shard(const std::string& bind, uint16_t port) {
     return fd;
 }
 
+// SIGINT/SIGTERM set the stop flag (installed before any shard starts).
+void on_stop_signals() {
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+// Returns when the stop flag is set, after --duration-s, or when `alive` says a shard is gone.
+template <class Alive> void wait_for_stop(const ServerOptions& o, Alive alive) {
+    auto start = std::chrono::steady_clock::now();
+    while (!g_stop.load(std::memory_order_relaxed)) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (o.duration_s > 0 &&
+            std::chrono::steady_clock::now() - start >= std::chrono::duration<double>(o.duration_s))
+            g_stop.store(true);
+        if (!alive()) g_stop.store(true);
+    }
+}
+
+void print_listening(const ServerOptions& o) {
+    std::printf("kv server: listening, %zu shards on ports %u-%u (service port %u: %s)\n",
+                o.shards, unsigned(o.port + 1), unsigned(o.port + o.shards), unsigned(o.port),
+                !o.service ? "left free (--no-service)"
+                : o.xdp    ? "the shard chunnel: xdp where this host can, proxy, client"
+                           : "the shard chunnel: proxy, client (--no-xdp)");
+    std::fflush(stdout);
+}
+
+// The service port's thread (service.hpp): started once the shards answer, stopped with them.
+// A failure there (the port taken) stops the server.
+class ServiceThread {
+  public:
+    explicit ServiceThread(const ServerOptions& o) {
+        if (!o.service) return;
+        auto at = Addr::parse((o.bind.find(':') != std::string::npos ? "[" + o.bind + "]" : o.bind) +
+                              ":" + std::to_string(o.port));
+        if (!at) {
+            std::fprintf(stderr, "kv server: %s\n", at.error().what().c_str());
+            failed_ = true;
+            return;
+        }
+        ServiceOptions so;
+        so.listen = *at;
+        so.base = uint16_t(o.port + 1);
+        so.shards = uint32_t(o.shards);
+        so.xdp = o.xdp;
+        so.idle = std::chrono::seconds(o.idle_s);
+        thread_ = std::thread([this, so] {
+            if (run_service(so, g_stop) != 0) failed_ = true;
+        });
+    }
+    ~ServiceThread() {
+        if (thread_.joinable()) thread_.join(); // it returns once g_stop is set
+    }
+    bool alive() const { return !failed_.load(); }
+
+  private:
+    std::atomic<bool> failed_{false};
+    std::thread thread_;
+};
+
+// --backend memcached: one memcached process per shard instead of the threads; same ports,
+// same readiness line, same stop.
+int run_memcached(const ServerOptions& o) {
+    on_stop_signals();
+    auto shards = MemcachedShards::start(o.bind, uint16_t(o.port + 1), o.shards, o.memcached);
+    if (!shards) {
+        std::fprintf(stderr, "%s\n", shards.error().what().c_str());
+        return 1;
+    }
+    const auto& list = shards->shards();
+    for (size_t i = 0; i < list.size(); ++i)
+        std::printf("kv server: shard %zu on %s port %u (memcached pid %d)\n", i, o.bind.c_str(),
+                    unsigned(list[i].port), int(list[i].pid));
+    ServiceThread service(o);
+    print_listening(o);
+
+    std::string died;
+    wait_for_stop(o, [&] {
+        died = shards->check_exited();
+        if (died.empty() && !service.alive()) died = "the service port failed";
+        return died.empty();
+    });
+    int rc = 0;
+    if (!died.empty()) {
+        std::fprintf(stderr, "kv server: %s; stopping the others\n", died.c_str());
+        rc = 1;
+    }
+    auto report = shards->stop();
+    for (size_t i = 0; i < report.size(); ++i)
+        std::printf("kv server: shard %zu: memcached %s\n", i, report[i].c_str());
+    return rc;
+}
+
 } // namespace
 
 int run_server(const ServerOptions& o) {
@@ -206,6 +304,7 @@ int run_server(const ServerOptions& o) {
                      o.shards, unsigned(o.port), BERTHA_SHARD_MAX);
         return 2;
     }
+    if (o.backend == Backend::memcached) return run_memcached(o);
     std::vector<Fd> fds;
     for (size_t i = 0; i < o.shards; ++i) {
         auto fd = open_shard(o.bind, uint16_t(o.port + 1 + i));
@@ -215,11 +314,7 @@ int run_server(const ServerOptions& o) {
         }
         fds.push_back(std::move(*fd));
     }
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    ::sigaction(SIGINT, &sa, nullptr);
-    ::sigaction(SIGTERM, &sa, nullptr);
+    on_stop_signals();
 
     std::vector<ShardStats> stats(o.shards);
     std::vector<std::thread> workers;
@@ -229,25 +324,18 @@ int run_server(const ServerOptions& o) {
     for (size_t i = 0; i < o.shards; ++i)
         std::printf("kv server: shard %zu on %s port %u\n", i, o.bind.c_str(),
                     unsigned(o.port + 1 + i));
-    std::printf("kv server: listening, %zu shards on ports %u-%u (service port %u left to the "
-                "shard chunnel)\n",
-                o.shards, unsigned(o.port + 1), unsigned(o.port + o.shards), unsigned(o.port));
-    std::fflush(stdout);
+    ServiceThread service(o);
+    print_listening(o);
 
-    auto start = std::chrono::steady_clock::now();
-    while (!g_stop.load(std::memory_order_relaxed)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        if (o.duration_s > 0 &&
-            std::chrono::steady_clock::now() - start >= std::chrono::duration<double>(o.duration_s))
-            g_stop.store(true);
-    }
+    wait_for_stop(o, [&] { return service.alive(); });
+    if (!service.alive()) std::fprintf(stderr, "kv server: the service port failed; stopping\n");
     for (auto& w : workers) w.join();
     for (size_t i = 0; i < o.shards; ++i)
         std::printf("kv server: shard %zu: %lu datagrams, %lu replies, %lu commands, %lu errors\n",
                     i, (unsigned long)stats[i].datagrams.load(),
                     (unsigned long)stats[i].replies.load(), (unsigned long)stats[i].commands.load(),
                     (unsigned long)stats[i].errors.load());
-    return 0;
+    return service.alive() ? 0 : 1;
 }
 
 } // namespace bertha::kv

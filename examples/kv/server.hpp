@@ -6,6 +6,7 @@
 
 #include "bertha/error.hpp"
 #include "kv/protocol.hpp"
+#include "memcached_shards.hpp"
 
 #include <cstdint>
 #include <ctime>
@@ -16,12 +17,20 @@
 
 namespace bertha::kv {
 
+// What answers on the shard ports: the built-in shard threads, or one memcached process each.
+enum class Backend { builtin, memcached };
+
 struct ServerOptions {
     std::string bind = "127.0.0.1"; // address, without a port
     uint16_t port = 11211;          // the service port; shard i listens on port + 1 + i
     size_t shards = 1;
     double duration_s = 0; // stop after this long (0: at SIGINT/SIGTERM only)
-    size_t batch = 16;     // datagrams per recvmmsg/sendmmsg
+    size_t batch = 16;     // datagrams per recvmmsg/sendmmsg (builtin)
+    Backend backend = Backend::builtin;
+    MemcachedOptions memcached; // Backend::memcached: binary, threads, memory per shard
+    bool service = true;  // negotiate the shard chunnel on the service port (service.hpp)
+    bool xdp = true;      // offer shard/xdp there where this host can run it
+    unsigned idle_s = 30; // close a client's connection after this long unused
 };
 
 // One shard's items. Not thread-safe: each worker owns one.
