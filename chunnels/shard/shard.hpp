@@ -15,6 +15,12 @@
 // ports, so a stack with the shard chunnel connects its base to every port of the server
 // (ChunnelInfo::any_peer_port; udp has it, xsk not yet).
 //
+// shard/xdp's stage is attached for the service port from any peer (service_flow): one chain
+// for the service, not one per client. So a server that runs it steers the steerable requests
+// of every client on that port, shard/proxy clients included (a client that insists on
+// shard/proxy gets the relay for the rest); a server that must relay everything runs without
+// shard/xdp (kv server --no-xdp).
+//
 // On the serving end the application receives nothing from a shard connection: every request
 // is answered by its shard. It drives the relay by calling recv (a thread serving many
 // connections calls recv with no_wait on each, then waits: shard::wait_fds, shard::activity).
@@ -89,11 +95,29 @@ struct Config {
     uint32_t ids = 4096; // requests outstanding per connection at most (a power of two)
 };
 
+// The XDP stage for a table: `shard:shards=N,base=P`.
+inline load::StageSpec stage_for(const Table& t) {
+    return {std::string(kStageName),
+            "shards=" + std::to_string(t.shards) + ",base=" + std::to_string(t.base)};
+}
+
+// The flow shard/xdp attaches for: the service port from any peer, on the interface. One chain
+// steers the service for all its shard/xdp clients (the loader counts one reference per
+// connection): a chain per client would load and verify the stage's program per client
+// (~140 ms here, its rodata holds its place in the chain; seconds under emulation), on the
+// server's one thread, while every client waits.
+inline OffloadFlow service_flow(OffloadFlow flow) {
+    flow.peer.reset();
+    return flow;
+}
+
 // What a shard connection did (the end that runs the chunnel).
 struct Stats {
     kv::RouterStats relay; // requests relayed (proxy, xdp's leftovers) or sent (client)
-    uint64_t steered = 0;   // shard/xdp: datagrams the XDP stage steered (its `hit` counter)
-    uint64_t passed_on = 0; // shard/xdp: datagrams it passed on to the relay (its `pass`)
+    // shard/xdp: the service's stage (every shard/xdp client's): datagrams it steered (its
+    // `hit` counter) and passed on to the relays (`pass`)
+    uint64_t steered = 0;
+    uint64_t passed_on = 0;
 };
 
 namespace detail {
@@ -504,13 +528,11 @@ class Xdp {
                        detail::Passthrough<Inner>(std::move(inner), "shard/xdp (the server runs it)"));
         auto flow = OffloadFlow::of(ctx, load::Hook::xdp, name_of(info));
         if (!flow) return std::unexpected(std::move(flow.error()));
-        const load::StageSpec stage{std::string(kStageName),
-                                    "shards=" + std::to_string(cfg_.table.shards) +
-                                        ",base=" + std::to_string(cfg_.table.base)};
         if (!cfg_.table.valid())
             return fail(Errc::invalid_argument, name_of(info),
                         "the serving end needs its shard table (shard::Config::table)");
-        auto h = attach_offload(*flow, std::span(&stage, 1));
+        const load::StageSpec stage = stage_for(cfg_.table);
+        auto h = attach_offload(service_flow(*flow), std::span(&stage, 1));
         if (!h) return std::unexpected(std::move(h.error()));
         auto relay = detail::make_relay(std::move(inner), cfg_, ctx, name_of(info));
         if (!relay) return std::unexpected(std::move(relay.error()));
@@ -535,7 +557,8 @@ class Proxy {
                                       Match::compositional,
                                       Scope::multilateral,
                                       Need::none,
-                                      Where::server};
+                                      Where::server,
+                                      true}; // a server that runs shard/xdp steers every client
     Proxy() = default;
     explicit Proxy(Config c) : cfg_(c) {}
     std::vector<uint8_t> params() const { return encode(cfg_.table); }

@@ -12,6 +12,32 @@ namespace bertha::kv {
 
 namespace {
 
+// shard/xdp's chain, attached before the first client when this host can run it and held
+// while the server runs: every xdp client's connection adds a reference to it
+// (shard::service_flow), and none waits for the stage's program to load and verify during its
+// negotiation. Empty (and shard/xdp not offered) where it cannot.
+OffloadHandle attach_service_stage(const ServiceOptions& o) {
+    const ProbeReport& r = probe_local(o.listen);
+    if (!r.facts.meets(shard::Xdp::info.needs) || !r.interface) {
+        if (!o.quiet)
+            std::printf("kv server: shard/xdp cannot run here: %s\n",
+                        r.facts.why_not(shard::Xdp::info.needs).c_str());
+        return {};
+    }
+    OffloadFlow flow{"shard/xdp", r.interface->name, load::Hook::xdp, o.listen.port(),
+                     std::nullopt, std::nullopt};
+    const load::StageSpec stage = shard::stage_for({o.base, uint16_t(o.shards)});
+    auto h = attach_offload(flow, std::span(&stage, 1));
+    if (!h) {
+        std::printf("kv server: shard/xdp not offered: %s\n", h.error().what().c_str());
+        return {};
+    }
+    if (!o.quiet)
+        std::printf("kv server: shard/xdp: the shard stage is on %s (chain %u)\n",
+                    flow.text().c_str(), h->chain());
+    return std::move(*h);
+}
+
 template <class Stack> int serve(const Stack& stack, const ServiceOptions& o,
                                  const std::atomic<bool>& stop) {
     auto listener = stack.listen(o.listen);
@@ -31,10 +57,22 @@ template <class Stack> int serve(const Stack& stack, const ServiceOptions& o,
     std::array<Msg, 32> scratch;
     auto next_idle_check = Clock::now() + std::chrono::seconds(1);
 
+    // The line a closing connection leaves: what its relay did and, under shard/xdp, what the
+    // stage steered (tests and the demo read it).
     auto close_client = [&](size_t i, const std::string& why) {
-        if (!o.quiet)
-            std::printf("kv server: client %s: closed (%s)\n", clients[i].name.c_str(), why.c_str());
-        std::fflush(stdout);
+        if (!o.quiet) {
+            std::string did;
+            if (auto s = shard::stats(clients[i].conn))
+                did = ": relayed " + std::to_string(s->relay.forwarded) + " whole, split " +
+                      std::to_string(s->relay.split) + ", replies " +
+                      std::to_string(s->relay.replies) + ", stray " +
+                      std::to_string(s->relay.stray) + ", expired " +
+                      std::to_string(s->relay.expired) + ", steered by xdp " +
+                      std::to_string(s->steered);
+            std::printf("kv server: closed %s (%s)%s\n", clients[i].name.c_str(), why.c_str(),
+                        did.c_str());
+            std::fflush(stdout);
+        }
         clients.erase(clients.begin() + long(i));
     };
 
@@ -88,6 +126,7 @@ template <class Stack> int serve(const Stack& stack, const ServiceOptions& o,
                 if (fd >= 0 && fd != fds[0].fd) fds.push_back({fd, POLLIN, 0});
         ::poll(fds.data(), fds.size(), listener->negotiating() ? 1 : 10);
     }
+    while (!clients.empty()) close_client(clients.size() - 1, "server stopping");
     return 0;
 }
 
@@ -104,8 +143,9 @@ int run_service(const ServiceOptions& o, const std::atomic<bool>& stop) {
     Addr at = o.listen;
     at.set_port(0);
     cfg.shards_at = at;
-    if (o.xdp)
-        return serve(make_stack(shard::chunnel(cfg), Udp{}), o, stop);
+    OffloadHandle warm = o.xdp ? attach_service_stage(o) : OffloadHandle{};
+    std::fflush(stdout);
+    if (warm) return serve(make_stack(shard::chunnel(cfg), Udp{}), o, stop);
     return serve(make_stack(bertha::select(shard::Proxy{cfg}, shard::Client{cfg}), Udp{}), o,
                  stop);
 }

@@ -205,7 +205,7 @@ TEST_CASE("shard: negotiation picks xdp where the server can, proxy where it can
     const HostFacts plain = facts_with(Need::none);
     const auto server_stack = make_stack(shard::chunnel(cfg), Udp{});
 
-    SUBCASE("the server can: shard/xdp, its stage attached for the client's flow") {
+    SUBCASE("the server can: shard/xdp, its stage attached for the service port") {
         Server srv(server_stack, can_xdp);
         auto cli = make_stack(shard::chunnel(), Udp{}).connect(srv.at(), ConnectContext{&plain});
         REQUIRE_MESSAGE(cli, (cli ? "" : cli.error().what()));
@@ -216,8 +216,7 @@ TEST_CASE("shard: negotiation picks xdp where the server can, proxy where it can
               std::vector<load::StageSpec>{
                   {"shard", "shards=4,base=" + std::to_string(shards.base())}});
         CHECK(fake->last.port == srv.at().port());
-        REQUIRE(fake->last.peer);
-        CHECK(fake->last.peer->port() != 0);
+        CHECK_FALSE(fake->last.peer); // the service's flow: one chain for every xdp client
     }
     SUBCASE("the server cannot: shard/proxy, nothing attached") {
         Server srv(server_stack, cannot);
@@ -338,8 +337,9 @@ TEST_CASE("shard: the shard chosen by the relay and the client is steer.hpp's (t
             auto got = core->request(d.data(), d.size(), Addr{}, sink);
             REQUIRE(got);
             REQUIRE(*got == *want);
-            // the reply frees the id again
-            REQUIRE(core->reply(d.data(), d.size(), sink));
+            // a whole reply frees the id again
+            std::string r = datagram(kv::parse_frame(d)->request_id, "END\r\n");
+            REQUIRE(core->reply(r.data(), r.size(), sink));
         }
     }
 }

@@ -16,6 +16,21 @@ constexpr size_t kSweep = 256;       // pending entries looked at for expiry per
 constexpr size_t kReplyChunk = 1400; // merged replies go out in datagrams this big, as memcached's
 constexpr size_t kMaxDatagram = 65536;
 constexpr uint16_t kNoGroup = 0xffff;
+// A reply whose end cannot be seen (the answer to several commands in one datagram) is relayed
+// datagram by datagram, and its id is kept until the shard has been quiet this long.
+constexpr auto kLinger = std::chrono::milliseconds(20);
+
+// Is `body` one whole response? memcached (1.6) sends a reply as one or more datagrams, each
+// marked "0 of 1" (or an empty "0 of 0"), so the frame header cannot say when a reply is over:
+// its text does (a values response runs to END; anything else is one line).
+bool whole_response(std::string_view body) {
+    auto r = parse_response(body);
+    return r && r->wire_size == body.size();
+}
+bool is_error(std::string_view body) {
+    return body.starts_with("ERROR") || body.starts_with("CLIENT_ERROR") ||
+           body.starts_with("SERVER_ERROR");
+}
 
 uint16_t get16(const char* p) { return uint16_t(uint8_t(p[0]) << 8 | uint8_t(p[1])); }
 void put16(char* p, uint16_t v) { p[0] = char(v >> 8), p[1] = char(v & 0xff); }
@@ -28,9 +43,10 @@ struct RouterCore::Impl {
 
     struct Pending {
         bool used = false;
+        bool one_command = false; // its reply is one response (else: lingers, see kLinger)
+        bool answered = false;    // lingering after its reply: released quietly by the sweep
         uint16_t group = kNoGroup; // a part of a split get, or a request forwarded whole
         uint16_t client_id = 0;
-        uint16_t seen = 0; // reply datagrams relayed or collected so far
         Addr client;
         Clock::time_point expires{};
         std::string part; // a split get's part: its reply's text so far
@@ -40,6 +56,7 @@ struct RouterCore::Impl {
         uint16_t client_id = 0, parts_left = 0;
         Addr client;
         std::string body; // merged VALUE items (or the first part's error reply)
+        std::vector<std::string> keys; // the request's keys, in order: the merged reply's order
     };
     std::vector<Pending> pending;
     std::vector<Group> groups;
@@ -84,8 +101,10 @@ struct RouterCore::Impl {
         }
         const auto bytes = std::span(reinterpret_cast<const uint8_t*>(d), len);
         uint32_t s = 0;
+        bool one_command = false;
         if (auto steered = shard::steer(bytes, o.shards)) {
             s = *steered;
+            one_command = true; // the steering rule takes one whole command only
         } else {
             std::optional<Request> req;
             if (require_single(*frame))
@@ -98,6 +117,7 @@ struct RouterCore::Impl {
             // Not the steering rule's, and not a get to split: one shard answers it as
             // memcached would (its error, or its commands in order).
             s = req && req->nkeys > 0 ? shard_of(req->key()) : 0;
+            one_command = req && req->wire_size == frame->body.size();
         }
         auto id = take_id();
         if (!id) {
@@ -106,9 +126,10 @@ struct RouterCore::Impl {
         }
         Pending& p = pending[*id];
         p.used = true;
+        p.one_command = one_command;
+        p.answered = false;
         p.group = kNoGroup;
         p.client_id = get16(d);
-        p.seen = 0;
         p.client = client;
         p.expires = Clock::now() + o.timeout;
         put16(d, *id); // the upstream id; the client's goes back on the reply
@@ -137,7 +158,8 @@ struct RouterCore::Impl {
             by_shard[s].push_back(key);
         }
         Group& grp = groups[g];
-        grp = Group{true, false, f.request_id, 0, client, {}};
+        grp = Group{true, false, f.request_id, 0, client, {}, {}};
+        for (auto key : req.key_list()) grp.keys.emplace_back(key);
         // Every part's id first: a get is sent whole or not at all.
         std::vector<uint16_t> ids;
         for (size_t k = 0; k < used_shards.size(); ++k) {
@@ -157,7 +179,8 @@ struct RouterCore::Impl {
             const uint32_t s = used_shards[k];
             Pending& p = pending[ids[k]];
             p.group = uint16_t(g);
-            p.seen = 0;
+            p.one_command = true;
+            p.answered = false;
             p.client = client;
             p.expires = expires;
             p.part.clear();
@@ -189,17 +212,23 @@ struct RouterCore::Impl {
             ++stats.stray;
             return std::nullopt;
         }
-        ++p.seen;
-        const bool last = p.seen >= frame->total;
         if (p.group == kNoGroup) {
             put16(d, p.client_id);
             ++stats.replies;
             Addr to = p.client;
-            if (last) release(frame->request_id);
+            if (p.one_command && whole_response(frame->body) && !is_error(frame->body)) {
+                release(frame->request_id);
+            } else if (!p.one_command || is_error(frame->body)) {
+                // Relayed as it comes; forgotten once the shard is quiet. (An error may be
+                // followed by more: memcached answers a storage command's bad line, then its
+                // data line as a command of its own.)
+                p.answered = true;
+                p.expires = Clock::now() + kLinger;
+            }
             return to;
         }
         p.part.append(frame->body); // memcached sends a reply's datagrams in order
-        if (!last) return std::nullopt;
+        if (!whole_response(p.part)) return std::nullopt;
         Group& grp = groups[p.group];
         std::string_view text = p.part;
         if (text.ends_with("END\r\n")) {
@@ -214,8 +243,33 @@ struct RouterCore::Impl {
         return std::nullopt;
     }
 
+    // The parts' items in the request's key order, as memcached answers a multi-get (a key
+    // asked twice is answered twice; a missing key is left out).
+    void reorder(Group& grp) {
+        grp.body.append("END\r\n");
+        auto r = parse_response(grp.body);
+        if (!r || r->status != Status::values) return; // cannot happen: each part parsed
+        std::vector<bool> used(r->nvalues);
+        std::string out;
+        for (const auto& key : grp.keys)
+            for (size_t i = 0; i < r->nvalues; ++i) {
+                const Value& v = r->values[i];
+                if (used[i] || v.key != key) continue;
+                used[i] = true;
+                out += "VALUE " + key + " " + std::to_string(v.flags) + " " +
+                       std::to_string(v.data.size());
+                if (v.has_cas) out += " " + std::to_string(v.cas);
+                out += "\r\n";
+                out.append(v.data);
+                out += "\r\n";
+                break;
+            }
+        out += "END\r\n";
+        grp.body = std::move(out);
+    }
+
     void finish(Group& grp, RouterSink& sink) {
-        if (!grp.failed) grp.body.append("END\r\n");
+        if (!grp.failed) reorder(grp);
         const size_t chunk = kReplyChunk - kHeaderSize;
         const size_t total = (grp.body.size() + chunk - 1) / chunk;
         std::array<char, kReplyChunk> buf;
@@ -238,8 +292,8 @@ struct RouterCore::Impl {
             Pending& p = pending[id];
             if (!p.used || p.expires > now) continue;
             if (p.group != kNoGroup) drop_group(p.group, &p);
+            if (!p.answered) ++stats.expired;
             release(uint16_t(id));
-            ++stats.expired;
         }
     }
 };
