@@ -368,6 +368,34 @@ TEST_CASE("shard: the relay restores the client's request id and forgets the una
     CHECK(kv::parse_frame(reply)->request_id == 0xabcd);
     CHECK_FALSE(core->reply(reply.data(), reply.size(), sink)); // answered already: stray
     CHECK(core->stats().stray == 1);
+    // A reply over several datagrams (memcached: one per item, each "0 of 1") ends at its END,
+    // found by the items' lengths (a value may itself read "END").
+    {
+        std::string j = "j0";
+        for (int n = 1; shard_of(j, 4) != shard_of("k", 4); ++n) // on k's shard: not split
+            j = "j" + std::to_string(n);
+        std::string q = datagram(0x1234, "get k " + j + "\r\n");
+        REQUIRE(core->request(q.data(), q.size(), client, sink));
+        const uint16_t id = kv::parse_frame(q)->request_id;
+        for (std::string part : {std::string("VALUE k 0 3\r\nEND\r\n"), std::string(),
+                                 "VALUE " + j + " 0 5\r\nab\r\nc\r\n"}) {
+            std::string r = datagram(id, part);
+            CHECK(core->reply(r.data(), r.size(), sink)); // relayed, the request still open
+        }
+        std::string end = datagram(id, "END\r\n");
+        CHECK(core->reply(end.data(), end.size(), sink));
+        CHECK_FALSE(core->reply(end.data(), end.size(), sink)); // now it is over
+        CHECK(core->stats().stray == 2);
+        // an item cut short by the datagram's end is not the reply's end
+        std::string q2 = datagram(0x1235, "get k\r\n");
+        REQUIRE(core->request(q2.data(), q2.size(), client, sink));
+        const uint16_t id2 = kv::parse_frame(q2)->request_id;
+        std::string cut = datagram(id2, "VALUE k 0 10\r\nEND\r\n");
+        CHECK(core->reply(cut.data(), cut.size(), sink));
+        std::string end2 = datagram(id2, "END\r\n");
+        CHECK(core->reply(end2.data(), end2.size(), sink));
+        CHECK(core->stats().stray == 2);
+    }
     // 8 ids: a ninth outstanding request is refused, until the sweep forgets the old ones.
     for (int i = 0; i < 8; ++i) {
         std::string q = datagram(uint16_t(i), "get k\r\n");

@@ -22,10 +22,38 @@ constexpr auto kLinger = std::chrono::milliseconds(20);
 
 // Is `body` one whole response? memcached (1.6) sends a reply as one or more datagrams, each
 // marked "0 of 1" (or an empty "0 of 0"), so the frame header cannot say when a reply is over:
-// its text does (a values response runs to END; anything else is one line).
+// its text does (a values response runs to END; anything else is one line). A scan of the
+// items' lengths, on every reply: parse_response would build the whole response.
 bool whole_response(std::string_view body) {
-    auto r = parse_response(body);
-    return r && r->wire_size == body.size();
+    if (body.empty()) return false;
+    while (body.starts_with("VALUE ")) {
+        const size_t eol = body.find("\r\n");
+        if (eol == std::string_view::npos) return false;
+        // "VALUE <key> <flags> <bytes> [<cas>]": <bytes> is the fourth token
+        std::string_view line = body.substr(0, eol);
+        size_t at = 0;
+        std::string_view tok[5];
+        int n = 0;
+        while (n < 5 && at < line.size()) {
+            size_t sp = line.find(' ', at);
+            if (sp == std::string_view::npos) sp = line.size();
+            tok[n++] = line.substr(at, sp - at);
+            at = sp + 1;
+        }
+        if (n < 4) return false;
+        uint64_t bytes = 0;
+        for (char c : tok[3]) {
+            if (c < '0' || c > '9' || bytes > 1u << 30) return false;
+            bytes = bytes * 10 + uint64_t(c - '0');
+        }
+        const uint64_t item = eol + 2 + bytes + 2;
+        if (item > body.size()) return false;
+        body.remove_prefix(size_t(item));
+    }
+    if (body.starts_with("VALUE") ) return false;
+    // one line, and nothing after it: "END", "STORED", an error, ...
+    const size_t eol = body.find("\r\n");
+    return eol != std::string_view::npos && eol + 2 == body.size();
 }
 bool is_error(std::string_view body) {
     return body.starts_with("ERROR") || body.starts_with("CLIENT_ERROR") ||
@@ -63,6 +91,7 @@ struct RouterCore::Impl {
     uint32_t mask = 0;
     uint32_t next_id = 0;
     size_t next_group = 0, sweep_at = 0;
+    Clock::time_point next_sweep{};
 
     uint32_t shard_of(std::string_view key) const {
         return bertha_shard_of(
@@ -287,6 +316,9 @@ struct RouterCore::Impl {
 
     void sweep() {
         const auto now = Clock::now();
+        // A slice of the table a millisecond at most: callers call this on every receive.
+        if (now < next_sweep) return;
+        next_sweep = now + std::chrono::milliseconds(1);
         for (size_t k = 0; k < std::min(kSweep, pending.size()); ++k) {
             size_t id = sweep_at++ & mask;
             Pending& p = pending[id];
