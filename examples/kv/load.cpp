@@ -331,6 +331,9 @@ class Engine {
         if (inflight_ > 0) wake = std::min(wake, table_[oldest_].t_ns + o_.timeout_ms * kMs);
         wake = std::min(wake, now + 10 * kMs);
         if (wake <= now) return;
+        // --spin-us: an event this close is waited for by polling (the loop comes straight
+        // back), not by sleeping: a sleeping thread wakes tens of microseconds late.
+        if (wake - now <= uint64_t(o_.spin_us) * 1000) return;
         link_->wait(std::chrono::nanoseconds(wake - now));
     }
 

@@ -33,6 +33,7 @@ struct LoadOptions {
     uint32_t base = 0;         //   (on the server's address); 0 shards: all to --server
     ShardPref shard = ShardPref::none; // --shard: through the shard chunnel, negotiated with
                                        //   the kv server's service port (--server)
+    uint32_t spin_us = 0;      // poll instead of sleeping when the next event is this close
     bool preload = false;      // set every key once before the run
     bool json = false;         // one JSON object instead of the table
     bool progress = false;     // a line per second on stderr

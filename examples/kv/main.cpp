@@ -62,8 +62,9 @@ int main(int argc, char** argv) {
     server
         ->add_option("--backend", backend,
                      "builtin: shard threads; memcached: one memcached process per shard "
-                     "(UDP only, on the same ports), started and stopped by the server")
-        ->check(CLI::IsMember({"builtin", "memcached"}))
+                     "(UDP only, on the same ports), started and stopped by the server; "
+                     "external: the shards already run on those ports (the service port only)")
+        ->check(CLI::IsMember({"builtin", "memcached", "external"}))
         ->capture_default_str();
     server
         ->add_option("--memcached-bin", so.memcached.binary,
@@ -196,6 +197,11 @@ int main(int argc, char** argv) {
     shard_opt(load);
     load->add_option("--base", lo.base, "with --shards: shard 0's UDP port")
         ->check(CLI::Range(0, 65535));
+    load->add_option("--spin-us", lo.spin_us,
+                     "poll instead of sleeping when the next arrival or reply deadline is at most "
+                     "this far (open loop: keeps the send schedule at high rates; burns the CPU)")
+        ->check(CLI::Range(0u, 10000u))
+        ->capture_default_str();
     load->add_flag("--preload", lo.preload, "set every key once before the run, so gets hit");
     load->add_flag("--json", lo.json, "one JSON object instead of the table");
     load->add_flag("--progress", lo.progress, "a line per second on stderr");
@@ -215,7 +221,9 @@ int main(int argc, char** argv) {
     }
 
     if (server->parsed()) {
-        so.backend = backend == "memcached" ? Backend::memcached : Backend::builtin;
+        so.backend = backend == "memcached" ? Backend::memcached
+                     : backend == "external"  ? Backend::external
+                                              : Backend::builtin;
         return run_server(so);
     }
     if (check->parsed()) return run_check(co);

@@ -294,6 +294,20 @@ int run_memcached(const ServerOptions& o) {
     return rc;
 }
 
+// --backend external: the shards run already (someone else's memcached on P+1..P+N); this
+// process is the service port alone.
+int run_external(const ServerOptions& o) {
+    if (!o.service) {
+        std::fprintf(stderr, "kv server: --backend external with --no-service has nothing to do\n");
+        return 2;
+    }
+    on_stop_signals();
+    ServiceThread service(o);
+    print_listening(o);
+    wait_for_stop(o, [&] { return service.alive(); });
+    return service.alive() ? 0 : 1;
+}
+
 } // namespace
 
 int run_server(const ServerOptions& o) {
@@ -305,6 +319,7 @@ int run_server(const ServerOptions& o) {
         return 2;
     }
     if (o.backend == Backend::memcached) return run_memcached(o);
+    if (o.backend == Backend::external) return run_external(o);
     std::vector<Fd> fds;
     for (size_t i = 0; i < o.shards; ++i) {
         auto fd = open_shard(o.bind, uint16_t(o.port + 1 + i));

@@ -18,7 +18,9 @@
 namespace bertha::kv {
 
 // What answers on the shard ports: the built-in shard threads, or one memcached process each.
-enum class Backend { builtin, memcached };
+// builtin: shard threads; memcached: memcached processes started here; external: the shards
+// already run on ports P+1..P+N (memcached started by someone else): only the service port.
+enum class Backend { builtin, memcached, external };
 
 struct ServerOptions {
     std::string bind = "127.0.0.1"; // address, without a port
