@@ -26,7 +26,7 @@ BPFFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_$(ARCH) -Wall -Werror \
 # loopback, never as a service).
 DEB_PKGS := g++ make clang llvm libbpf-dev bpftool libxdp-dev liburing-dev libcli11-dev \
             doctest-dev libelf-dev zlib1g-dev iproute2 pkg-config gnuplot-nox python3 sockperf \
-            memcached libclang-rt-14-dev
+            memcached libclang-rt-14-dev nutcracker
 # What `make vmtest` needs on top (not installed for `make test`).
 VMTEST_PKGS := qemu-system-x86 busybox-static
 
@@ -185,7 +185,15 @@ vmtest: deps
 	@$(MAKE) --no-print-directory all
 	+@BUILD=$(BUILD) vmtest/run
 
+# `make demo`: the key-value service across two hosts (memcached shards behind the shard
+# chunnel: xdp, client and proxy negotiated, loaded and compared); `make demo-echo`: the echo
+# demo (udp, noop chunnels, xsk).
+.PHONY: demo-echo
 demo: deps
+	@$(MAKE) --no-print-directory $(BUILD)/examples/kv $(BUILD)/bertha-load
+	@BUILD=$(BUILD) examples/kv/demo.sh
+
+demo-echo: deps
 	@$(MAKE) --no-print-directory $(BUILD)/examples/echo
 	@BUILD=$(BUILD) examples/echo/demo.sh
 
