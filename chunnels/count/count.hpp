@@ -75,13 +75,6 @@ struct Rule {
     }
 };
 
-namespace detail {
-inline bool runs_here(const ChunnelInfo& info, Side side) {
-    return info.where == Where::both || (info.where == Where::client && side == Side::client) ||
-           (info.where == Where::server && side == Side::server);
-}
-} // namespace detail
-
 // The XDP offload: the receiving (serving) end attaches the `count` stage for its flow.
 class Xdp {
   public:
@@ -147,7 +140,7 @@ class Xdp {
     requires std::same_as<typename Inner::Data, Msg> Result<Conn<Inner>>
     connect_wrap(Inner&& inner, const ConnectContext& ctx)
     const {
-        if (!detail::runs_here(info, ctx.side)) return Conn<Inner>(std::move(inner), {});
+        if (!runs_at(info.where, ctx.side)) return Conn<Inner>(std::move(inner), {});
         auto flow = OffloadFlow::of(ctx, load::Hook::xdp, name_of(info));
         if (!flow) return std::unexpected(std::move(flow.error()));
         const load::StageSpec stage{std::string(kStageName), ""};
@@ -212,7 +205,7 @@ class Userspace {
     requires std::same_as<typename Inner::Data, Msg> Result<Conn<Inner>>
     connect_wrap(Inner&& inner, const ConnectContext& ctx)
     const {
-        bool active = detail::runs_here(info, ctx.side);
+        bool active = runs_at(info.where, ctx.side);
         if (active && log_level() == LogLevel::debug) {
             std::string why = !ctx.chosen.empty() ? "negotiation chose it"
                               : !ctx.host         ? "no host facts given"

@@ -122,11 +122,6 @@ struct Stats {
 
 namespace detail {
 
-inline bool runs_here(const ChunnelInfo& info, Side side) {
-    return info.where == Where::both || (info.where == Where::client && side == Side::client) ||
-           (info.where == Where::server && side == Side::server);
-}
-
 inline Addr with_port(Addr a, uint16_t port) {
     a.set_port(port);
     return a;
@@ -329,6 +324,28 @@ template <Connection Inner> class Passthrough {
 
 } // namespace detail
 
+namespace detail {
+// What the three implementations share: the configuration, and the table they contribute to
+// the negotiation answer (the serving end's; a client's is empty and contributes nothing).
+class Configured {
+  public:
+    Configured() = default;
+    explicit Configured(Config c) : cfg_(c) {}
+    std::vector<uint8_t> params() const { return encode(cfg_.table); }
+
+  protected:
+    Config cfg_;
+};
+
+// The connection at the end that does not run the implementation `name`.
+template <class Out, class Inner> Out pass_through(Inner&& inner, std::string_view name, bool server) {
+    return Out(std::in_place_index<1>,
+               Passthrough<Inner>(std::move(inner), std::string(name) +
+                                                       (server ? " (the server runs it)"
+                                                               : " (the client runs it)")));
+}
+} // namespace detail
+
 // The serving end's connection under shard/proxy or shard/xdp: a relay (and, for xdp, the
 // stage's chain on the flow). recv hands nothing up; it relays until the deadline.
 template <Connection Inner> class ServeConn {
@@ -501,7 +518,7 @@ template <Connection Inner> class ClientConn final : public kv::RouterSink {
 };
 
 // shard/xdp: the XDP stage steers at the serving end; the connection relays what it passes on.
-class Xdp {
+class Xdp : public detail::Configured {
   public:
     using Upper = Msg;
     using Lower = Msg;
@@ -514,18 +531,15 @@ class Xdp {
                                       Need::xdp | Need::privilege,
                                       Where::server,
                                       true};
-    Xdp() = default;
-    explicit Xdp(Config c) : cfg_(c) {}
-    std::vector<uint8_t> params() const { return encode(cfg_.table); }
+    using Configured::Configured;
 
     template <Connection Inner>
     requires std::same_as<typename Inner::Data, Msg>
     auto connect_wrap(Inner&& inner, const ConnectContext& ctx) const
         -> Result<SelectConn<ServeConn<Inner>, detail::Passthrough<Inner>>> {
         using Out = SelectConn<ServeConn<Inner>, detail::Passthrough<Inner>>;
-        if (!detail::runs_here(info, ctx.side))
-            return Out(std::in_place_index<1>,
-                       detail::Passthrough<Inner>(std::move(inner), "shard/xdp (the server runs it)"));
+        if (!runs_at(info.where, ctx.side))
+            return detail::pass_through<Out>(std::move(inner), name_of(info), true);
         auto flow = OffloadFlow::of(ctx, load::Hook::xdp, name_of(info));
         if (!flow) return std::unexpected(std::move(flow.error()));
         if (!cfg_.table.valid())
@@ -541,12 +555,10 @@ class Xdp {
                                     "shard/xdp (" + cfg_.table.text() + ")"));
     }
 
-  private:
-    Config cfg_;
 };
 
 // shard/proxy: the serving end relays every request in userspace.
-class Proxy {
+class Proxy : public detail::Configured {
   public:
     using Upper = Msg;
     using Lower = Msg;
@@ -559,18 +571,15 @@ class Proxy {
                                       Need::none,
                                       Where::server,
                                       true}; // a server that runs shard/xdp steers every client
-    Proxy() = default;
-    explicit Proxy(Config c) : cfg_(c) {}
-    std::vector<uint8_t> params() const { return encode(cfg_.table); }
+    using Configured::Configured;
 
     template <Connection Inner>
     requires std::same_as<typename Inner::Data, Msg>
     auto connect_wrap(Inner&& inner, const ConnectContext& ctx) const
         -> Result<SelectConn<ServeConn<Inner>, detail::Passthrough<Inner>>> {
         using Out = SelectConn<ServeConn<Inner>, detail::Passthrough<Inner>>;
-        if (!detail::runs_here(info, ctx.side))
-            return Out(std::in_place_index<1>, detail::Passthrough<Inner>(
-                                                   std::move(inner), "shard/proxy (the server runs it)"));
+        if (!runs_at(info.where, ctx.side))
+            return detail::pass_through<Out>(std::move(inner), name_of(info), true);
         auto relay = detail::make_relay(std::move(inner), cfg_, ctx, name_of(info));
         if (!relay) return std::unexpected(std::move(relay.error()));
         return Out(std::in_place_index<0>,
@@ -578,12 +587,10 @@ class Proxy {
                                     "shard/proxy (" + cfg_.table.text() + ")"));
     }
 
-  private:
-    Config cfg_;
 };
 
 // shard/client: the client hashes and sends to the shard's port itself.
-class Client {
+class Client : public detail::Configured {
   public:
     using Upper = Msg;
     using Lower = Msg;
@@ -596,18 +603,15 @@ class Client {
                                       Need::none,
                                       Where::client,
                                       true};
-    Client() = default;
-    explicit Client(Config c) : cfg_(c) {}
-    std::vector<uint8_t> params() const { return encode(cfg_.table); }
+    using Configured::Configured;
 
     template <Connection Inner>
     requires std::same_as<typename Inner::Data, Msg>
     auto connect_wrap(Inner&& inner, const ConnectContext& ctx) const
         -> Result<SelectConn<ClientConn<Inner>, detail::Passthrough<Inner>>> {
         using Out = SelectConn<ClientConn<Inner>, detail::Passthrough<Inner>>;
-        if (!detail::runs_here(info, ctx.side))
-            return Out(std::in_place_index<1>, detail::Passthrough<Inner>(
-                                                   std::move(inner), "shard/client (the client runs it)"));
+        if (!runs_at(info.where, ctx.side))
+            return detail::pass_through<Out>(std::move(inner), name_of(info), false);
         auto t = detail::table_for(cfg_, ctx, name_of(info));
         if (!t) return std::unexpected(std::move(t.error()));
         if (ctx.flow.peer.empty())
@@ -622,8 +626,6 @@ class Client {
                    ClientConn<Inner>(std::move(inner), std::move(*core), ctx.flow.peer, *t));
     }
 
-  private:
-    Config cfg_;
 };
 
 // The chunnel as applications use it, in the order they prefer: by default the offload where

@@ -104,6 +104,14 @@ size_t Addr::hash() const noexcept {
     return static_cast<size_t>(h);
 }
 
+bool same_host(const Addr& a, const Addr& b) noexcept {
+    if (a.family() != b.family()) return false;
+    if (a.family() == AF_INET) return a.u_.v4.sin_addr.s_addr == b.u_.v4.sin_addr.s_addr;
+    if (a.family() == AF_INET6)
+        return std::memcmp(&a.u_.v6.sin6_addr, &b.u_.v6.sin6_addr, sizeof a.u_.v6.sin6_addr) == 0;
+    return false;
+}
+
 bool operator==(const Addr& a, const Addr& b) noexcept {
     if (a.family() != b.family()) return false;
     if (a.family() == AF_INET)

@@ -33,6 +33,8 @@ class Addr {
     std::string to_string() const;
     size_t hash() const noexcept;
     friend bool operator==(const Addr& a, const Addr& b) noexcept;
+    // The same host: family and IP address equal, whatever the ports.
+    friend bool same_host(const Addr& a, const Addr& b) noexcept;
 
   private:
     union {

@@ -58,6 +58,11 @@ std::string_view to_string(Need one) noexcept; // a single flag's name
 enum class Where : uint8_t { both, client, server };
 // Which end of a connection this host is.
 enum class Side : uint8_t { client, server };
+// Does the end `side` run an implementation that runs at `where`?
+constexpr bool runs_at(Where where, Side side) {
+    return where == Where::both || (where == Where::client && side == Side::client) ||
+           (where == Where::server && side == Side::server);
+}
 
 struct ChunnelInfo {
     uint32_t type_id;         // stable across versions and hosts: it goes on the wire

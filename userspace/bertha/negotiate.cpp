@@ -12,12 +12,6 @@ static_assert(uint8_t(Where::both) == uint8_t(wire::RunsAt::both) &&
               uint8_t(Where::client) == uint8_t(wire::RunsAt::client) &&
               uint8_t(Where::server) == uint8_t(wire::RunsAt::server));
 
-// Does this host run the implementation itself on this side?
-bool runs_here(Where where, Side side) {
-    return where == Where::both || (where == Where::client && side == Side::client) ||
-           (where == Where::server && side == Side::server);
-}
-
 std::string join(const std::vector<std::string>& v) {
     std::string out;
     for (auto& s : v) out += (out.empty() ? "" : ", ") + s;
@@ -41,7 +35,7 @@ Result<wire::Slot> offer_slot(const SlotDecl& decl, const HostFacts& host, Side 
     std::string why;
     for (size_t i = 0; i < decl.alts.size(); ++i) {
         const ChunnelInfo& in = decl.alts[i];
-        if (runs_here(in.where, side) && !host.meets(in.needs)) {
+        if (runs_at(in.where, side) && !host.meets(in.needs)) {
             why += (why.empty() ? "" : "; ") + name_of(in) + " " + host.why_not(in.needs);
             continue; // pruned: this host would have to run it and cannot
         }

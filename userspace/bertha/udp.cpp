@@ -514,17 +514,6 @@ UdpConn::UdpConn(UdpConn&&) noexcept = default;
 UdpConn& UdpConn::operator=(UdpConn&&) noexcept = default;
 UdpConn::~UdpConn() = default;
 
-namespace {
-// The same host: family and address equal, whatever the ports.
-bool same_host(const Addr& a, const Addr& b) {
-    if (a.family() != b.family()) return false;
-    if (a.family() == AF_INET)
-        return reinterpret_cast<const sockaddr_in*>(a.sa())->sin_addr.s_addr ==
-               reinterpret_cast<const sockaddr_in*>(b.sa())->sin_addr.s_addr;
-    return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(a.sa())->sin6_addr,
-                       &reinterpret_cast<const sockaddr_in6*>(b.sa())->sin6_addr, 16) == 0;
-}
-} // namespace
 
 Result<size_t> UdpConn::send(std::span<Msg> batch) {
     if (!any_port_peer_.empty())

@@ -45,14 +45,6 @@ const void* ip_bytes(const Addr& a, size_t& len) {
     return &reinterpret_cast<const sockaddr_in*>(a.sa())->sin_addr;
 }
 
-bool same_ip(const Addr& a, const Addr& b) {
-    if (a.family() != b.family()) return false;
-    size_t la, lb;
-    const void* pa = ip_bytes(a, la);
-    const void* pb = ip_bytes(b, lb);
-    return std::memcmp(pa, pb, la) == 0;
-}
-
 Addr ip_only(const Addr& a) {
     Addr out = a;
     out.set_port(0);
@@ -285,7 +277,7 @@ Result<NextHop> Neighbours::resolve(const Addr& peer) {
         pause = std::min(pause * 2, std::chrono::milliseconds(50));
     }
     std::string what = "no MAC address for " + ip_text(hop->via);
-    if (!same_ip(hop->via, hop->peer)) what += " (the gateway towards " + ip_text(peer) + ")";
+    if (!same_host(hop->via, hop->peer)) what += " (the gateway towards " + ip_text(peer) + ")";
     std::string hint;
     if (peer.family() == AF_INET6 && (state & NUD_INCOMPLETE))
         hint = "; IPv6 solicits from the interface's link-local address, which must exist and "
@@ -298,7 +290,7 @@ Result<NextHop> Neighbours::resolve(const Addr& peer) {
 Result<const NextHop*> Neighbours::lookup(const Addr& peer) {
     const auto now = Clock::now();
     auto fresh = [&](const Entry& e) {
-        return e.used && now < e.expires && same_ip(e.hop.peer, peer);
+        return e.used && now < e.expires && same_host(e.hop.peer, peer);
     };
     if (fresh(cache_[last_])) return &cache_[last_].hop;
     size_t slot = kCapacity;

@@ -61,15 +61,6 @@ bool is_wildcard(const Addr& a) {
     return false;
 }
 
-bool same_ip(const Addr& a, const Addr& b) {
-    if (a.family() != b.family()) return false;
-    if (a.family() == AF_INET)
-        return reinterpret_cast<const sockaddr_in*>(a.sa())->sin_addr.s_addr ==
-               reinterpret_cast<const sockaddr_in*>(b.sa())->sin_addr.s_addr;
-    return std::memcmp(&reinterpret_cast<const sockaddr_in6*>(a.sa())->sin6_addr,
-                       &reinterpret_cast<const sockaddr_in6*>(b.sa())->sin6_addr, 16) == 0;
-}
-
 timespec to_timespec(Clock::duration d) {
     if (d < Clock::duration::zero()) d = Clock::duration::zero();
     if (d > kPollSlice) d = kPollSlice;
@@ -144,7 +135,7 @@ struct XskSocket::Impl {
     bool owns(const Msg& m) const { return m.data() >= base && m.data() < base + umem_bytes; }
     bool mine(const UdpFrame& f) const {
         return f.vlans == 0 && f.dst.family() == o.local.family() &&
-               f.dst.port() == o.local.port() && (wildcard || same_ip(f.dst, o.local));
+               f.dst.port() == o.local.port() && (wildcard || same_host(f.dst, o.local));
     }
     const Addr& destination(const Msg& m) const { return m.peer().empty() ? o.peer : m.peer(); }
 };
