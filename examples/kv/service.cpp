@@ -33,8 +33,8 @@ OffloadHandle attach_service_stage(const ServiceOptions& o) {
         return {};
     }
     if (!o.quiet)
-        std::printf("kv server: shard/xdp: the shard stage is on %s (chain %u)\n",
-                    flow.text().c_str(), h->chain());
+        std::printf("kv server: shard/xdp: the shard stage is on %s xdp udp/%u (chain %u)\n",
+                    flow.ifname.c_str(), unsigned(flow.port), h->chain());
     return std::move(*h);
 }
 
