@@ -9,6 +9,7 @@
 #      the get spanning shards (split, merged).
 #   2. --shard client: shard/client; the client sends to the shards' ports itself (nothing
 #      relayed, nothing steered); the same placement, a get spanning shards merged.
+#   2b. IPv6: a server on an IPv6 address; auto gets shard/xdp, and the stage steers.
 #   3. A server with --no-xdp: --shard proxy, every request relayed (a get spanning shards split
 #      and merged); auto gets shard/proxy; --shard xdp is refused, by name.
 #   4. The server stopped: no XDP program, no pin, no memcached left.
@@ -152,6 +153,29 @@ all_closed || bad "the server did not close every connection"
 grep -q "^kv server: closed shard/client (the client runs it) > udp/io_uring (idle for 1 s)$" \
     "$T/server.log" && ok "shard/client: the server's connections relay nothing" ||
     bad "shard/client on the server: $(grep 'closed shard/client' "$T/server.log")"
+
+# ---- 2b. IPv6: the stage steers it too --------------------------------------------------------
+octet=$(cut -d. -f3 <<<"$ADDR_A")
+A6="2001:2:0:$octet::1" B6="2001:2:0:$octet::2" # RFC 5180's benchmarking range
+ip -n "$NS_A" addr add "$A6/64" dev "$IF_A" nodad
+ip -n "$NS_B" addr add "$B6/64" dev "$IF_B" nodad
+stop_server
+ip netns exec "$NS_A" "$KV" server --backend memcached --bind "$A6" --port $SVC --shards $SHARDS \
+    --idle-s 1 --duration-s 120 >"$T/server.log" 2>&1 &
+server=$!
+netns_track $server
+netns_wait_for $server "$T/server.log" "kv server: listening" ||
+    { echo "FAIL  the IPv6 kv server did not start: $(cat "$T/server.log")"; exit 1; }
+if kv_b check --server "[$A6]:$SVC" --shard auto >"$T/check.out" 2>&1 &&
+    grep -q "^kv check: via shard/xdp" "$T/check.out"; then
+    ok "IPv6: shard/xdp; kv check $(tail -1 "$T/check.out" | sed 's/.*: //')"
+else
+    bad "IPv6, auto: $(grep -A1 FAIL "$T/check.out" || tail -2 "$T/check.out")"
+fi
+all_closed || bad "the IPv6 server did not close its connection"
+n=$(sed -n 's/^kv server: closed shard\/xdp.*steered by xdp \([0-9]*\)$/\1/p' "$T/server.log" | tail -1)
+[ -n "$n" ] && [ "$n" -gt 20 ] && ok "IPv6: the stage steered $n requests" ||
+    bad "IPv6: the stage steered nothing: $(grep closed "$T/server.log")"
 
 # ---- 3. a server that does not offer xdp: proxy -----------------------------------------------
 # (A server running shard/xdp steers every client's requests on the service port, so the relay
