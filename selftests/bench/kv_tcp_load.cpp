@@ -73,6 +73,7 @@ struct Options {
     uint32_t timeout_ms = 500;
     uint64_t seed = 1;
     bool preload = false, json = false, quick = false;
+    std::string out; // the smoke run's JSON (default: next to the binary)
 };
 
 enum class Op : uint8_t { get, set };
@@ -633,7 +634,9 @@ int run_local(Options o) {
     int rc = 2;
     if (up) {
         const std::string path =
-            bench::exe_dir() + (o.quick ? "/kv_tcp_load.quick.json" : "/kv_tcp_load.loopback.json");
+            !o.out.empty() ? o.out
+                           : bench::exe_dir() + (o.quick ? "/kv_tcp_load.quick.json"
+                                                         : "/kv_tcp_load.loopback.json");
         FILE* f = std::fopen(path.c_str(), "w");
         if (!f) bench::die("kv_tcp_load: cannot write %s: %s", path.c_str(), std::strerror(errno));
         o.json = true;
@@ -713,6 +716,7 @@ int main(int argc, char** argv) {
     app.add_flag("--preload", o.preload, "set every key once first");
     app.add_flag("--json", o.json, "one JSON object (kv load --json's fields)");
     app.add_flag("--quick", o.quick, "no --server: the short smoke run");
+    app.add_option("--out", o.out, "no --server: where the smoke run's JSON goes");
     CLI11_PARSE(app, argc, argv);
     o.open_loop = mode == "open";
     o.zipf = dist == "zipf";
