@@ -413,3 +413,69 @@ TEST_CASE("shard: the relay restores the client's request id and forgets the una
     CHECK_FALSE(core->request(tiny, 3, client, sink));
     CHECK(core->stats().malformed == 1);
 }
+
+TEST_CASE("shard: the relay takes any bytes from clients and shards (mutated and random "
+          "datagrams)") {
+    // Both sides of the relay read the network: clients' requests and shards' replies. Every
+    // datagram is one of: a valid request or reply, mutated (bytes flipped, cut short, grown),
+    // or random. Nothing may crash; a request goes to a shard in range or nowhere; a reply goes
+    // to the one client that asked, or nowhere; the counters add up.
+    struct Count : kv::RouterSink {
+        size_t parts = 0, merged = 0;
+        uint32_t shards = 0;
+        void to_shard(std::string_view d, uint32_t s) override {
+            REQUIRE(s < shards);
+            REQUIRE(d.size() >= kv::kHeaderSize);
+            ++parts;
+        }
+        void to_client(std::string_view d, const Addr&) override {
+            REQUIRE(d.size() >= kv::kHeaderSize);
+            ++merged;
+        }
+    } sink;
+    std::mt19937_64 rng(2026);
+    const std::vector<std::string> bodies = {
+        "get a\r\n", "get a b c d e f g\r\n", "gets k1 k2\r\n", "set k 0 0 2\r\nhi\r\n",
+        "delete k\r\n", "VALUE a 0 1\r\nx\r\nEND\r\n", "END\r\n", "STORED\r\n", "ERROR\r\n",
+        "VALUE a 0 3\r\nEND\r\nVALUE b 0 1\r\ny\r\nEND\r\n", "get " + std::string(250, 'k') + "\r\n"};
+    for (uint32_t shards : {1u, 3u, 16u}) {
+        auto core = kv::RouterCore::make({.shards = shards, .timeout = 1ms, .ids = 64, .groups = 4});
+        REQUIRE(core);
+        sink.shards = shards;
+        const Addr client = loopback(4000);
+        for (int i = 0; i < 60000; ++i) {
+            std::string d;
+            switch (rng() % 4) {
+            case 0: // random bytes
+                d.resize(rng() % 64);
+                for (char& c : d) c = char(rng());
+                break;
+            default: { // a datagram, then mutated
+                d = datagram(uint16_t(rng() % 80), bodies[rng() % bodies.size()]);
+                const int flips = int(rng() % 4);
+                for (int k = 0; k < flips && !d.empty(); ++k) d[rng() % d.size()] = char(rng());
+                if (rng() % 3 == 0) d.resize(rng() % (d.size() + 1));
+                if (rng() % 5 == 0) d += std::string(rng() % 20, char(rng()));
+            }
+            }
+            if (rng() % 2) {
+                auto s = core->request(d.data(), d.size(), client, sink);
+                if (s) REQUIRE(*s < shards);
+            } else {
+                auto to = core->reply(d.data(), d.size(), sink);
+                if (to) REQUIRE(*to == client);
+            }
+            if (i % 3000 == 0) { // past the timeout and the 20 ms linger: the sweep frees all
+                std::this_thread::sleep_for(21ms);
+                core->sweep();
+            }
+        }
+        const auto& st = core->stats();
+        CHECK(st.requests > 0);
+        CHECK(st.forwarded + st.split + st.busy + st.malformed <= st.requests);
+        MESSAGE(shards << " shards: " << st.requests << " requests, " << st.forwarded
+                       << " forwarded, " << st.split << " split, " << st.replies << " replies, "
+                       << st.stray << " stray, " << st.expired << " expired, " << st.busy
+                       << " busy; " << sink.parts << " parts, " << sink.merged << " merged");
+    }
+}
