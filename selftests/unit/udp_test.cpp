@@ -6,6 +6,8 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <poll.h>
 #include <set>
 
 using namespace bertha;
@@ -277,4 +279,59 @@ TEST_CASE("head-room: headers are pushed and pulled in place, within bounds") {
     CHECK(m.push(m.headroom() + 1) == nullptr);
     CHECK_FALSE(m.pull(5));
     CHECK_FALSE(m.resize(m.size() + m.tailroom() + 1));
+}
+
+TEST_CASE("a connection to every port of its peer: replies from any port, other hosts dropped") {
+    // ConnectContext::peer_any_port (a stack with the shard chunnel asks for it): the socket is
+    // not connected; messages without a peer go to the peer, others to their own; datagrams
+    // from the peer's other ports come in, datagrams from another address (127.0.0.2, another
+    // host on lo) are dropped and counted.
+    for (Mode mode : {Mode::multishot, Mode::plain}) {
+        CAPTURE(int(mode));
+        auto a = Udp(opts_for(mode)).bind(any_port());
+        auto b = Udp(opts_for(mode)).bind(any_port());
+        auto other = Udp(opts_for(mode)).bind(any_port("127.0.0.2"));
+        REQUIRE((a && b && other));
+        ConnectContext ctx;
+        ctx.peer_any_port = true;
+        auto c = Udp(opts_for(mode)).connect(a->local(), ctx);
+        REQUIRE_MESSAGE(c, (c ? "" : c.error().what()));
+        CHECK(c->local().port() != 0);
+
+        send_numbered(*c, 3, "to-a-");             // no peer on the messages: the connection's
+        const Addr to_b = b->local();
+        send_numbered(*c, 2, "to-b-", &to_b);      // their own peer: another port of that host
+        std::vector<Addr> from_a, from_b;
+        CHECK(recv_n(*a, 3, &from_a) == std::vector<std::string>{"to-a-0", "to-a-1", "to-a-2"});
+        CHECK(recv_n(*b, 2, &from_b) == std::vector<std::string>{"to-b-0", "to-b-1"});
+        REQUIRE(from_a.size() == 3);
+        const Addr back = from_a[0]; // where c sends from
+
+        send_numbered(*other, 2, "foreign-", &back); // dropped: not the peer's address
+        send_numbered(*b, 2, "b-", &back);           // kept: the peer's host, another port
+        send_numbered(*a, 1, "a-", &back);
+        auto got = recv_n(*c, 3);
+        std::sort(got.begin(), got.end());
+        CHECK(got == std::vector<std::string>{"a-0", "b-0", "b-1"});
+        std::vector<Msg> in(4);
+        CHECK(c->recv(in, after(50ms)) == 0);
+        CHECK(c->stats().foreign == 2);
+    }
+}
+
+TEST_CASE("wait_fd polls readable when a datagram waits, for a connection and a listener") {
+    for (Mode mode : {Mode::multishot, Mode::plain}) {
+        CAPTURE(int(mode));
+        auto srv = Udp(opts_for(mode)).bind(any_port());
+        auto cli = Udp(opts_for(mode)).connect(srv->local());
+        REQUIRE((srv && cli));
+        std::vector<Msg> in(4);
+        CHECK(srv->recv(in, no_wait) == 0);
+        pollfd p{srv->wait_fd(), POLLIN, 0};
+        CHECK(::poll(&p, 1, 0) == 0); // nothing yet
+        send_numbered(*cli, 1, "x");
+        p.revents = 0;
+        CHECK(::poll(&p, 1, 2000) == 1);
+        CHECK(recv_n(*srv, 1) == std::vector<std::string>{"x0"});
+    }
 }
