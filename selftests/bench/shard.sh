@@ -32,7 +32,7 @@
 # the ratios xdp / proxy, xdp / client, xdp / twemproxy at that bound.
 # Gets 90%, Zipf 0.99 over 10,000 keys, 16-byte keys, 32-byte values, timeout 400 ms.
 #
-#   selftests/bench/shard.sh [--quick] [--reps N] [--seconds S] [--warmup S] [--window W]
+#   selftests/bench/shard.sh [--quick] [--reps N (5)] [--seconds S] [--warmup S] [--window W]
 #                            [--rates R1,R2,...] [--bound-us B] [--variants V1,V2,...]
 #                            [--connections C] [--spin-us US]
 #
@@ -48,8 +48,8 @@ BL=$BUILD/bertha-load
 TCPLOAD=$BUILD/bench/kv_tcp_load
 HERE=selftests/bench
 
-reps=3 seconds=1.5 warmup=0.3 window=32 bound=1000 conns=8 quick=0 QUIET_BUDGET=150 spin=0
-rates=10000,20000,30000,40000,60000,80000,100000,120000,150000
+reps=5 seconds=1.5 warmup=0.3 window=32 bound=1000 conns=8 quick=0 QUIET_BUDGET=150 spin=0
+rates=10000,20000,30000,40000,60000,80000,100000,120000,150000,180000
 variants=client,proxy,xdp,twemproxy
 usage="usage: $0 [--quick] [--reps N] [--seconds S] [--warmup S] [--window W] [--rates R,...] [--bound-us B] [--variants V,...] [--connections C] [--spin-us US]"
 while [ $# -gt 0 ]; do
