@@ -10,7 +10,7 @@ data = dir."/".name.".tsv"
 variants = system("awk 'NR > 1 && !seen[$1]++ { printf \"%s \", $1 }' '".data."'")
 
 set title "Sharded memcached across veth: open-loop sweep, p99 vs achieved throughput\n".\
-    "(4 memcached + router/proxy on CPU 0, load on CPU 1; baseline: proxy)"
+    "(4 memcached + the server side on CPU 0, load on CPU 1; baseline: shard/proxy)"
 set xlabel "achieved throughput (requests/s)"
 set ylabel "p99 latency (us, log scale, from the intended send time)"
 set logscale y
