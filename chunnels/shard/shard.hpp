@@ -385,8 +385,10 @@ template <Connection Inner> class ServeConn {
             auto n = relay_.pump(scratch);
             if (!n) return std::unexpected(std::move(n.error()));
             activity_ += *n;
-            if (*n) continue; // more may be waiting: relay it before waiting
+            // Past the deadline even while busy: one pass for no_wait, so that a thread serving
+            // many connections (and its listener) gets round to the others.
             if (Clock::now() >= deadline) return size_t(0);
+            if (*n) continue; // more may be waiting: relay it before waiting
             relay_.wait(deadline);
         }
     }
