@@ -135,6 +135,26 @@ inline Result<Table> table_for(const Config& cfg, const ConnectContext& ctx, std
                 "learns it from the negotiation answer)");
 }
 
+// A fresh message of the connection's holding `dg` (a copy), or an empty one when the
+// connection has no buffer free (the datagram is dropped, as UDP would).
+template <Connection Inner> Msg copy_into(Inner& inner, std::string_view dg) {
+    Msg m;
+    if constexpr (CanAlloc<Inner>) {
+        std::span<Msg> one(&m, 1);
+        if (auto n = inner.alloc(one); !n || *n == 0) return {};
+    }
+    if (m && !m.assign(std::as_bytes(std::span(dg.data(), dg.size())))) m.release();
+    return m;
+}
+// Send what `out` holds through the connection, and empty it.
+template <Connection Inner> Result<void> send_all(Inner& inner, std::vector<Msg>& out) {
+    if (out.empty()) return {};
+    auto n = inner.send(out);
+    out.clear();
+    if (!n) return std::unexpected(std::move(n.error()));
+    return {};
+}
+
 // The serving end's relay: the client's requests from the connection to their shards over one
 // upstream UDP socket, and the replies back through the connection.
 template <Connection Inner> class Relay final : public kv::RouterSink {
@@ -257,21 +277,9 @@ template <Connection Inner> class Relay final : public kv::RouterSink {
     }
     void queue_down(std::string_view dg) {
         if (down_.size() == kBatch) (void)flush_down();
-        Msg m;
-        if constexpr (CanAlloc<Inner>) {
-            std::span<Msg> one(&m, 1);
-            if (auto n = inner_.alloc(one); !n || *n == 0) return; // no buffer: dropped, as UDP
-        }
-        if (!m || !m.assign(std::as_bytes(std::span(dg.data(), dg.size())))) return;
-        down_.push_back(std::move(m));
+        if (Msg m = copy_into(inner_, dg)) down_.push_back(std::move(m));
     }
-    Result<void> flush_down() {
-        if (down_.empty()) return {};
-        auto n = inner_.send(down_);
-        down_.clear();
-        if (!n) return std::unexpected(std::move(n.error()));
-        return {};
-    }
+    Result<void> flush_down() { return send_all(inner_, down_); }
 
     Inner inner_;
     kv::RouterCore core_;
@@ -505,34 +513,18 @@ template <Connection Inner> class ClientConn final : public kv::RouterSink {
 
     // A split get's parts: each in a fresh buffer, sent with the batch.
     void to_shard(std::string_view dg, uint32_t s) override {
-        Msg m;
-        if constexpr (CanAlloc<Inner>) {
-            std::span<Msg> one(&m, 1);
-            if (auto n = inner_.alloc(one); !n || *n == 0) return;
-        }
-        if (!m || !m.assign(std::as_bytes(std::span(dg.data(), dg.size())))) return;
+        Msg m = detail::copy_into(inner_, dg);
+        if (!m) return;
         m.set_peer(detail::with_port(server_, uint16_t(table_.base + s)));
         parts_.push_back(std::move(m));
     }
     // A split get's merged reply: handed up with the next recv.
     void to_client(std::string_view dg, const Addr&) override {
-        Msg m;
-        if constexpr (CanAlloc<Inner>) {
-            std::span<Msg> one(&m, 1);
-            if (auto n = inner_.alloc(one); !n || *n == 0) return;
-        }
-        if (!m || !m.assign(std::as_bytes(std::span(dg.data(), dg.size())))) return;
-        ready_.push_back(std::move(m));
+        if (Msg m = detail::copy_into(inner_, dg)) ready_.push_back(std::move(m));
     }
 
   private:
-    Result<void> flush_parts() {
-        if (parts_.empty()) return {};
-        auto n = inner_.send(parts_);
-        parts_.clear();
-        if (!n) return std::unexpected(std::move(n.error()));
-        return {};
-    }
+    Result<void> flush_parts() { return detail::send_all(inner_, parts_); }
 
     Inner inner_;
     kv::RouterCore core_;
