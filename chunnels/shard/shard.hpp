@@ -571,7 +571,6 @@ class Xdp : public detail::Configured {
                    ServeConn<Inner>(std::move(*relay), std::move(*h),
                                     "shard/xdp (" + cfg_.table.text() + ")"));
     }
-
 };
 
 // shard/proxy: the serving end relays every request in userspace.
@@ -603,7 +602,6 @@ class Proxy : public detail::Configured {
                    ServeConn<Inner>(std::move(*relay), OffloadHandle{},
                                     "shard/proxy (" + cfg_.table.text() + ")"));
     }
-
 };
 
 // shard/client: the client hashes and sends to the shard's port itself.
@@ -642,7 +640,6 @@ class Client : public detail::Configured {
         return Out(std::in_place_index<0>,
                    ClientConn<Inner>(std::move(inner), std::move(*core), ctx.flow.peer, *t));
     }
-
 };
 
 // The chunnel as applications use it, in the order they prefer: by default the offload where
