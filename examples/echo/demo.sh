@@ -5,6 +5,7 @@
 # Run from the repository root as `BUILD=build examples/echo/demo.sh` (make demo does this).
 # Everything it creates carries this shell's pid and is removed on exit, failure or Ctrl-C.
 set -euo pipefail
+source "$(dirname "$0")/../demo_lib.sh"
 
 BUILD=${BUILD:-build}
 ECHO_BIN=$BUILD/examples/echo
@@ -23,32 +24,9 @@ PORT=7000
 
 server_pid=
 
-say() { printf '%s\n' "$*"; }
-die() {
-    printf 'demo: %s\n' "$*" >&2
-    exit 1
-}
-
-# True while the process runs (a zombie, exited but not yet reaped, counts as gone).
-alive() {
-    local pid=$1 _comm state
-    [[ -r /proc/$pid/stat ]] || return 1
-    read -r _ _comm state _ <"/proc/$pid/stat" 2>/dev/null || return 1
-    [[ $state != Z ]]
-}
-
-# Stop the server this script started (by its pid only): SIGTERM lets it print its summary;
-# SIGKILL after 3 s if it does not go.
+# Stop the server this script started (by its pid only).
 stop_server() {
-    local i
-    [[ -n $server_pid ]] || return 0
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for ((i = 0; i < 30; i++)); do
-        alive "$server_pid" || break
-        sleep 0.1
-    done
-    if alive "$server_pid"; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-    wait "$server_pid" 2>/dev/null || true
+    stop_pid "$server_pid" 3
     server_pid=
 }
 
@@ -91,17 +69,7 @@ Bertha echo demo
 EOF
 
 # ---- the two hosts --------------------------------------------------------------------------
-ip netns add "$SRV_NS"
-ip netns add "$CLI_NS"
-# Both veth ends are created directly inside their namespaces: nothing appears on the host.
-ip link add veth-srv netns "$SRV_NS" type veth peer name veth-cli netns "$CLI_NS"
-ip -n "$SRV_NS" addr add "$SRV_IP/24" dev veth-srv
-ip -n "$CLI_NS" addr add "$CLI_IP/24" dev veth-cli
-for ns in "$SRV_NS" "$CLI_NS"; do
-    ip -n "$ns" link set lo up
-done
-ip -n "$SRV_NS" link set veth-srv up
-ip -n "$CLI_NS" link set veth-cli up
+make_pair "$SRV_NS" "$CLI_NS" veth-srv veth-cli "$SRV_IP" "$CLI_IP"
 
 client() { ip netns exec "$CLI_NS" "$ECHO_BIN" client --server "$SRV_IP:$PORT" "$@"; }
 

@@ -9,6 +9,7 @@
 # Run from the repository root as `BUILD=build examples/kv/demo.sh` (make demo does this).
 # Everything it creates carries this shell's pid and is removed on exit, failure or Ctrl-C.
 set -euo pipefail
+source "$(dirname "$0")/../demo_lib.sh"
 
 BUILD=${BUILD:-build}
 KV=$BUILD/examples/kv
@@ -39,33 +40,9 @@ server_pid=
 T=
 ns_made=
 
-say() { printf '%s\n' "$*"; }
-die() {
-    printf 'demo: %s\n' "$*" >&2
-    exit 1
-}
-
-# True while the process runs (a zombie, exited but not yet reaped, counts as gone).
-alive() {
-    local pid=$1 _comm state
-    [[ -r /proc/$pid/stat ]] || return 1
-    read -r _ _comm state _ <"/proc/$pid/stat" 2>/dev/null || return 1
-    [[ $state != Z ]]
-}
-
-# Stop the server this script started (by its pid only). SIGTERM: it detaches its XDP stage,
-# removes its pins and stops its memcached processes (each by pid). SIGKILL after 5 s if it does
-# not go; its memcached processes then die with it (parent-death signal).
+# Stop the server this script started (by its pid only).
 stop_server() {
-    local i
-    [[ -n $server_pid ]] || return 0
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        alive "$server_pid" || break
-        sleep 0.1
-    done
-    if alive "$server_pid"; then kill -KILL "$server_pid" 2>/dev/null || true; fi
-    wait "$server_pid" 2>/dev/null || true
+    stop_pid "$server_pid" 5
     server_pid=
 }
 
@@ -129,16 +106,7 @@ EOF
 # ---- the two hosts --------------------------------------------------------------------------
 T=$(mktemp -d /tmp/bertha-kv-demo.XXXXXX)
 ns_made=1
-ip netns add "$SRV_NS"
-ip netns add "$CLI_NS"
-# Both veth ends are created directly inside their namespaces: nothing appears on the host.
-ip link add "$SRV_IF" netns "$SRV_NS" type veth peer name "$CLI_IF" netns "$CLI_NS"
-ip -n "$SRV_NS" addr add "$SRV_IP/24" dev "$SRV_IF"
-ip -n "$CLI_NS" addr add "$CLI_IP/24" dev "$CLI_IF"
-ip -n "$SRV_NS" link set lo up
-ip -n "$CLI_NS" link set lo up
-ip -n "$SRV_NS" link set "$SRV_IF" up
-ip -n "$CLI_NS" link set "$CLI_IF" up
+make_pair "$SRV_NS" "$CLI_NS" "$SRV_IF" "$CLI_IF" "$SRV_IP" "$CLI_IP"
 # The loader pins its maps and links on a bpffs of our own: every `ip netns exec` remounts /sys,
 # so one mounted outside it is seen by all of them, and the system's /sys/fs/bpf is left alone.
 mkdir "$T/bpffs"
