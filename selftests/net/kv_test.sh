@@ -2,7 +2,8 @@
 # The kv example against itself and against memcached, on loopback:
 #  - `kv server --shards 4`: `kv check` (memcached's semantics for get/gets/set/add/replace/
 #    delete, key bounds, error replies, noreply, several commands per datagram) passes on every
-#    shard port; the shards keep separate tables; the service port is left closed; malformed
+#    shard port; the shards keep separate tables; the service port answers only through the shard
+#    chunnel (a plain datagram there gets nothing: negotiation comes first); malformed
 #    frames (short, multi-packet) are dropped or refused and the shard keeps answering;
 #  - if /usr/bin/memcached is installed: the same `kv check` passes on memcached's UDP port,
 #    and the same request datagrams get byte-identical replies from a kv shard and memcached.
@@ -52,7 +53,13 @@ timeout 5 "$KV" get --server "127.0.0.1:$((port + 3))" "$k" >/dev/null || rc=$?
 expect "get through shard 2 misses it (exit 1)" test "$rc" -eq 1
 rc=0
 timeout 5 "$KV" get --server "127.0.0.1:$port" --timeout-ms 300 "$k" >/dev/null 2>&1 || rc=$?
-expect "the service port is left closed (exit 2)" test "$rc" -eq 2
+expect "a plain get to the service port gets no answer: it negotiates first (exit 2)" test "$rc" -eq 2
+# Through the shard chunnel (proxy here: lo has no native XDP), a key stored by one client is
+# found by another that hashes it itself (shard/client): both put it on the same shard.
+expect "set through the service port (shard chunnel)" \
+    timeout 10 "$KV" set --server "127.0.0.1:$port" --shard auto "chunnel.$$" two
+expect "shard/client finds it where the proxy put it" \
+    timeout 10 "$KV" get --server "127.0.0.1:$port" --shard client "chunnel.$$"
 
 # Malformed frames, straight on the wire.
 frames() {
