@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <deque>
+#include <array>
 #include <poll.h>
 #include <vector>
 
@@ -84,24 +84,24 @@ template <class Conn> class StackLink final : public Link {
     }
 
     int recv(std::span<mmsghdr> msgs) override {
-        if (held_.empty()) {
+        if (head_ == held_n_) {
             if (auto r = take(no_wait); r < 0) return r;
         }
         int n = 0;
-        while (size_t(n) < msgs.size() && !held_.empty()) {
-            Msg& m = held_.front();
+        while (size_t(n) < msgs.size() && head_ < held_n_) {
+            Msg& m = held_[head_++];
             iovec& v = msgs[size_t(n)].msg_hdr.msg_iov[0];
             size_t len = std::min(m.size(), v.iov_len);
             std::memcpy(v.iov_base, m.data(), len);
             msgs[size_t(n)].msg_len = unsigned(len);
-            held_.pop_front();
+            m.release();
             ++n;
         }
         return n;
     }
 
     void wait(std::chrono::nanoseconds d) override {
-        if (!held_.empty()) return;
+        if (head_ < held_n_) return;
         (void)take(Clock::now() + d);
     }
 
@@ -109,11 +109,12 @@ template <class Conn> class StackLink final : public Link {
     std::string last_error() const override { return err_; }
 
   private:
+    // Only when everything taken before is handed on: the messages fill held_ from the start.
     int take(Deadline deadline) {
-        std::array<Msg, 32> batch;
-        auto n = conn_.recv(batch, deadline);
+        head_ = held_n_ = 0;
+        auto n = conn_.recv(held_, deadline);
         if (!n) return error(n.error(), EIO);
-        for (size_t i = 0; i < *n; ++i) held_.push_back(std::move(batch[i]));
+        held_n_ = *n;
         return int(*n);
     }
     int error(const Error& e, int code) {
@@ -124,7 +125,8 @@ template <class Conn> class StackLink final : public Link {
 
     Conn conn_;
     std::vector<Msg> out_;
-    std::deque<Msg> held_;
+    std::array<Msg, 32> held_; // received, not yet handed on: [head_, held_n_)
+    size_t head_ = 0, held_n_ = 0;
     std::string err_;
 };
 
