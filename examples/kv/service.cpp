@@ -55,6 +55,7 @@ template <class Stack> int serve(const Stack& stack, const ServiceOptions& o,
     };
     std::vector<Client> clients;
     std::array<Msg, 32> scratch;
+    std::vector<pollfd> fds;
     auto next_idle_check = Clock::now() + std::chrono::seconds(1);
 
     // The line a closing connection leaves: what its relay did and, under shard/xdp, what the
@@ -120,7 +121,7 @@ template <class Stack> int serve(const Stack& stack, const ServiceOptions& o,
         if (busy) continue;
         // Nothing moved: wait for the ring (new datagrams for the listener and every client)
         // or a shard's reply, at most 10 ms (negotiations in progress, idle checks, stop).
-        std::vector<pollfd> fds{{listener->base().wait_fd(), POLLIN, 0}};
+        fds.assign(1, pollfd{listener->base().wait_fd(), POLLIN, 0}); // reused: no allocation
         for (auto& c : clients)
             for (int fd : shard::wait_fds(c.conn))
                 if (fd >= 0 && fd != fds[0].fd) fds.push_back({fd, POLLIN, 0});
